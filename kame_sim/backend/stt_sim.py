@@ -1,0 +1,63 @@
+"""Simulated streaming STT: partials and finals from the user's word timestamps.
+
+The recogniser is modelled by its *output timing* only: after each user word ends, a partial with
+the utterance so far arrives ``partial_delay`` later; after an utterance ends (a silence of at
+least ``utterance_gap`` follows), a final arrives ``final_delay`` later (the presets measure exactly
+this: end of speech to final transcript). A real recogniser emits its results in order, so arrival
+times are made non-decreasing, a final is never overtaken by a later partial, and partials that
+would arrive after their utterance's final are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from kame_sim.conversation import Word, user_utterances
+from kame_sim.delays import DelaySampler
+
+
+@dataclass(frozen=True, slots=True)
+class SttEvent:
+    """One recogniser result: when it arrives, what it says, and the delay that was drawn."""
+
+    kind: Literal["partial", "final"]
+    arrival: float
+    text: str
+    utterance: int
+    delay: float
+    speech_time: float
+
+
+def schedule_stt_events(
+    words: Sequence[Word],
+    utterance_gap: float,
+    partial_delay: DelaySampler,
+    final_delay: DelaySampler,
+    emit_partials: bool = True,
+) -> list[SttEvent]:
+    """All STT results for one speaker's words, in arrival order (draws happen in word order)."""
+    events: list[SttEvent] = []
+    last_arrival = 0.0
+    for u, utterance in enumerate(user_utterances(words, utterance_gap)):
+        partials: list[SttEvent] = []
+        texts = []
+        for word in utterance:
+            texts.append(word.text)
+            if emit_partials:
+                delay = partial_delay.draw()
+                partials.append(SttEvent("partial", word.end + delay, " ".join(texts), u, delay, word.end))
+        end = utterance[-1].end
+        delay = final_delay.draw()
+        final_arrival = max(last_arrival, end + delay)
+        for partial in partials:
+            arrival = max(last_arrival, partial.arrival)
+            if arrival >= final_arrival:
+                break
+            events.append(SttEvent("partial", arrival, partial.text, u, partial.delay, partial.speech_time))
+            last_arrival = arrival
+        final_arrival = max(last_arrival, final_arrival)
+        events.append(SttEvent("final", final_arrival, " ".join(texts), u, delay, end))
+        last_arrival = final_arrival
+    return events

@@ -1,0 +1,157 @@
+"""The ``kame-sim`` command line: parse, call, print. No simulation logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kame_sim.config import load_scenario, parse_override
+from kame_sim.errors import InputError
+
+app = typer.Typer(
+    help="Simulation and replay test bench for KAME-style tandem speech-to-speech systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+trace_app = typer.Typer(help="Inspect recorded traces.", no_args_is_help=True)
+app.add_typer(trace_app, name="trace")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Bad input becomes one line on stderr and exit code 2, never a traceback."""
+    try:
+        yield
+    except InputError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _overrides(
+    conversation: Path | None, conversation_id: str | None, seed: int | None, sets: list[str]
+) -> dict[str, Any]:
+    values: dict[str, Any] = dict(parse_override(s) for s in sets)
+    if conversation is not None:
+        if not conversation.exists():
+            raise InputError(conversation, "--conversation", "no such directory")
+        values["conversation.path"] = str(conversation.resolve())
+    if conversation_id is not None:
+        values["conversation.id"] = conversation_id
+    if seed is not None:
+        values["run.seed"] = seed
+    return values
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="scenario TOML file")],
+    conversation: Annotated[
+        Path | None, typer.Option(help="dataset directory (audio/, text/, oracle_raw/) to replay instead")
+    ] = None,
+    conversation_id: Annotated[
+        str | None, typer.Option("--id", help="conversation id in the dataset")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (overrides run.seed)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="run directory (default: traces/<name>-<id>-seed<seed>)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing trace in the run directory")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a scenario key, e.g. --set llm.ttft=1.5")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Run one scenario and write its trace; ends with a summary table."""
+    from kame_sim.report_text import render_summary
+    from kame_sim.runner import run_scenario
+    from kame_sim.trace import read_trace
+    from kame_sim.trace.summary import summarize
+
+    with _user_errors():
+        sc = load_scenario(scenario, _overrides(conversation, conversation_id, seed, set_ or []))
+        progress = Progress(
+            TextColumn("[bold]simulating[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("frames"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet or not err_console.is_terminal,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("frames", total=None)
+
+            def report(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = run_scenario(sc, out, overwrite, report)
+        summary = summarize(read_trace(result.trace_path))
+        render_summary(summary, console, f"kame-sim run · {sc.run.name}")
+        console.print(f"trace: [bold]{result.trace_path}[/]")
+
+
+@trace_app.command("show")
+def trace_show(
+    path: Annotated[Path, typer.Argument(help="run directory or trace.arrows file")],
+    events: Annotated[int, typer.Option(help="also print the first N rows")] = 0,
+) -> None:
+    """Summarise a recorded trace (complete or partial)."""
+    from kame_sim.report_text import render_summary
+    from kame_sim.trace import read_trace
+    from kame_sim.trace.summary import summarize
+
+    with _user_errors():
+        data = read_trace(path)
+        if data.truncated:
+            err_console.print("warning: the last record batch is torn; showing the complete ones")
+        render_summary(summarize(data), console, f"trace · {data.path}")
+        if events:
+            rows = data.table.slice(0, events).drop_columns(["wall_s", "step_wall_s"]).to_pylist()
+            for row in rows:
+                console.print({k: v for k, v in row.items() if v is not None}, highlight=False)
+
+
+@app.command()
+def validate(scenario: Annotated[Path, typer.Argument(help="scenario TOML file")]) -> None:
+    """Check a scenario and its conversation without running it."""
+    from kame_sim.runner import build_session_parts, load_run_conversation
+
+    with _user_errors():
+        sc = load_scenario(scenario)
+        conv = load_run_conversation(sc)
+        build_session_parts(sc, conv)
+    console.print(f"ok: {scenario} ({conv.id}, {conv.duration_s:.1f} s, {len(conv.words)} words)")
+
+
+@app.command()
+def presets() -> None:
+    """List the named delay presets and their sources."""
+    from kame_sim.delays import PRESETS
+
+    table = Table(title="delay presets", header_style="bold")
+    for col in ("name", "model", "source"):
+        table.add_column(col)
+    for name, preset in PRESETS.items():
+        table.add_row(name, preset.spec.describe(), preset.source)
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

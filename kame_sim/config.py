@@ -1,0 +1,204 @@
+"""Scenario settings: every KAME constant is a field with KAME's value as its default.
+
+A scenario is a TOML file validated once into :class:`Scenario`; the resolved result (defaults
+filled in, paths made absolute) is written into every trace's metadata, so a trace says exactly
+what produced it. Unknown keys and wrong types are errors that name the key and the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kame_sim.delays import DelayField
+from kame_sim.errors import InputError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
+
+class RunSettings(_Section):
+    """How long, how seeded, how coupled to the wall clock, and where the trace goes."""
+
+    name: str = "run"
+    seed: int = Field(0, ge=0)
+    max_seconds: float | None = Field(None, gt=0, description="stop after this much simulated time")
+    time_coupling: Literal["virtual", "budget", "wall"] = "virtual"
+    output_dir: Path = Path("traces")
+
+
+class ConversationSettings(_Section):
+    """Which recorded conversation to replay and who plays which part."""
+
+    path: Path = Path("data/demo")
+    id: str | None = None
+    user_speaker: str = "A"
+    frontend_speaker: str = "B"
+    sample_rate: int = Field(24000, gt=0)
+    frame_samples: int = Field(1920, gt=0)
+
+
+class SttSettings(_Section):
+    """Simulated streaming STT (partials per word, a final after each utterance)."""
+
+    kind: Literal["simulated"] = "simulated"
+    utterance_gap: float = Field(0.8, gt=0, description="silence (s) that ends a user utterance")
+    partial_delay: DelayField = Field(
+        default_factory=lambda: {"kind": "lognormal", "median": 0.15, "sigma": 0.3}
+    )
+    final_delay: DelayField = "deepgram-final"
+    emit_partials: bool = True
+
+
+class LlmSettings(_Section):
+    """The simulated back-end LLM: where its text comes from and how fast it streams."""
+
+    content: Literal["oracle_raw", "hint"] = "oracle_raw"
+    ttft: DelayField = "gpt-4.1-ttft"
+    inter_chunk: DelayField = "gpt-4.1-inter-chunk"
+    words_per_chunk: int = Field(1, ge=1)
+    max_reply_words: int = Field(30, ge=1)
+
+
+class PolicySettings(_Section):
+    """KAME's LLM stream manager and oracle queue (kame-reference.md §5)."""
+
+    poll_interval: float = Field(0.5, gt=0)
+    restart_word_delta: int = Field(2, ge=1)
+    max_starts: int = Field(5, ge=1)
+    rate_window: float = Field(2.0, gt=0)
+    queue_size: int = Field(64, ge=1)
+
+
+class OracleSettings(_Section):
+    """Oracle tokens: the tokenizer and KAME's special ids."""
+
+    tokenizer: Path | None = Field(None, description="SentencePiece model; none = the bundled one")
+    padding_id: int = Field(3, ge=0)
+    clear_on_new_session: bool = True
+
+
+class BehaviouralSettings(_Section):
+    """The behavioural front-end model (a model of KAME's front-end, not KAME)."""
+
+    kind: Literal["behavioural"] = "behavioural"
+    turn_take_pause: float = Field(0.24, ge=0, description="user silence (s) before it takes the turn")
+    tokens_per_second: float = Field(3.0, gt=0, le=12.5)
+    reaction_delay: float = Field(0.16, ge=0, description="oracle token fed -> visible to the speaker")
+    yield_after: float = Field(0.24, ge=0, description="user speech (s) that makes it stop talking")
+    guess_text: str = "sure let me check that for you one moment please"
+
+
+class Scenario(_Section):
+    """A whole scenario file."""
+
+    run: RunSettings = Field(default_factory=RunSettings)
+    conversation: ConversationSettings = Field(default_factory=ConversationSettings)
+    stt: SttSettings = Field(default_factory=SttSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    oracle: OracleSettings = Field(default_factory=OracleSettings)
+    frontend: BehaviouralSettings = Field(default_factory=BehaviouralSettings)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Duration of one front-end step (80 ms for Mimi at 24 kHz)."""
+        return self.conversation.frame_samples / self.conversation.sample_rate
+
+    def resolved_json(self) -> str:
+        """The resolved settings as canonical JSON (sorted keys) for trace metadata and hashing."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif "[" in item or "-" in item or item in {"function-after", "function-before"}:
+            continue  # pydantic's internal union/validator tags say nothing to a user
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def validation_to_input_error(error: ValidationError, source: str | Path) -> InputError:
+    """Turn pydantic's report into one line: the first problem's key and message (+ a count)."""
+    problems = error.errors()
+    first = problems[0]
+    field = _format_loc(tuple(first["loc"])) or None
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    if len(problems) > 1:
+        message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
+    return InputError(source, field, message)
+
+
+def set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set ``a.b.c = value`` in nested dicts (used by ``--set`` and by sweeps)."""
+    keys = dotted_key.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise InputError("<cli>", dotted_key, f"'{key}' is not a table")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(assignment: str) -> tuple[str, Any]:
+    """Parse ``key=value`` where value is a TOML value (bare words are taken as strings)."""
+    if "=" not in assignment:
+        raise InputError("<cli>", assignment, "expected KEY=VALUE")
+    key, raw = (s.strip() for s in assignment.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for section, key in (("conversation", "path"), ("oracle", "tokenizer"), ("run", "output_dir")):
+        table = data.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str):
+            path = Path(table[key]).expanduser()
+            if section == "run":
+                continue  # output paths are relative to where the user runs the command
+            table[key] = str(path if path.is_absolute() else (base / path).resolve())
+
+
+def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read, merge ``overrides`` (dotted keys) and validate a scenario file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, None, "scenario file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, None, f"not valid TOML: {exc}") from None
+    _resolve_paths(data, path.resolve().parent)
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    return scenario_from_dict(data, path)
+
+
+def scenario_from_dict(data: dict[str, Any], source: str | Path = "<scenario>") -> Scenario:
+    """Validate an already-parsed scenario (tests and sweeps build these in memory)."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise validation_to_input_error(exc, source) from None

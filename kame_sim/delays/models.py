@@ -1,0 +1,381 @@
+"""Delay specifications: validated, frozen, TOML-friendly descriptions of a delay distribution.
+
+A spec is data (it is written into every trace's metadata); a *sampler* built from it with a
+seeded generator does the drawing. Specs are pydantic models so that a bad value in a scenario
+file fails at load time with the key that is wrong, not halfway through a simulation. Validators
+raise :class:`pydantic_core.PydanticCustomError` so that ``error["msg"]`` is the bare, short
+message ("must be a finite number > 0, got nan") without pydantic's "Value error, " prefix.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from kame_sim.delays.samplers import (
+    AR1LogNormalFill,
+    BlockSampler,
+    ConstantSampler,
+    DelaySampler,
+    MixtureSampler,
+    TruncNormalFill,
+    empirical_fill,
+    gamma_fill,
+    lognormal_fill,
+    normal_mass,
+    pareto_fill,
+    truncnormal_mean,
+    uniform_fill,
+)
+
+# --------------------------------------------------------------------------- number checks
+
+
+def _error(message: str, **context: Any) -> PydanticCustomError:
+    return PydanticCustomError("delay_spec", message, context)
+
+
+def _no_bool(value: Any) -> Any:
+    # pydantic would quietly read `true` as 1.0; in a delay that is always a typo.
+    if isinstance(value, bool):
+        raise _error("must be a number, got a boolean")
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise _error("must be a finite number, got {got}", got=str(value))
+    return value
+
+
+def _non_negative(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0.0):
+        raise _error("must be a finite number >= 0, got {got}", got=str(value))
+    return value
+
+
+def _positive(value: float) -> float:
+    if not (math.isfinite(value) and value > 0.0):
+        raise _error("must be a finite number > 0, got {got}", got=str(value))
+    return value
+
+
+def _upper_bound(value: Any) -> Any:
+    # JSON has no infinity: model_dump_json() writes it as null, so read null back as "no bound".
+    return math.inf if value is None else _no_bool(value)
+
+
+def _open_unit(value: float) -> float:
+    if not (math.isfinite(value) and -1.0 < value < 1.0):
+        raise _error("must be a number in (-1, 1), got {got}", got=str(value))
+    return value
+
+
+def _not_nan_bound(value: float) -> float:
+    if math.isnan(value) or value == -math.inf:
+        raise _error("must be a number > 0 or inf, got {got}", got=str(value))
+    return value
+
+
+Finite = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_finite)]
+NonNegative = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_non_negative)]
+Positive = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_positive)]
+UpperBound = Annotated[float, BeforeValidator(_upper_bound), AfterValidator(_not_nan_bound)]
+Correlation = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_open_unit)]
+
+
+def _non_empty(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    if not value:
+        raise _error("must not be empty")
+    return value
+
+
+def _s(x: float) -> str:
+    """Compact number for describe(): 0.73, 2, 0.0112, inf."""
+    return f"{x:.4g}"
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _DelayBase(BaseModel):
+    """Shared by all specs: strict keys, immutability and the optional fixed ``shift``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shift: NonNegative = Field(0.0, description="fixed seconds added to every draw (e.g. network overhead)")
+
+    def sampler(self, rng: np.random.Generator) -> DelaySampler:
+        """A sampler drawing from this distribution with ``rng`` (give each component its own)."""
+        raise NotImplementedError
+
+    def mean(self) -> float:
+        """Expected delay in seconds, shift included (inf for Pareto with alpha <= 1)."""
+        return self._base_mean() + self.shift
+
+    def describe(self) -> str:
+        """Short human form for logs and reports, e.g. ``LogN(median=0.73 s, sigma=0.32)``."""
+        base = self._describe_base()
+        return f"{base} + {_s(self.shift)} s" if self.shift else base
+
+    def _base_mean(self) -> float:
+        raise NotImplementedError
+
+    def _describe_base(self) -> str:
+        raise NotImplementedError
+
+
+class Constant(_DelayBase):
+    """A fixed delay (algorithmic latency, or a bare number in a scenario file)."""
+
+    kind: Literal["constant"] = "constant"
+    value: NonNegative
+
+    def sampler(self, rng: np.random.Generator) -> DelaySampler:
+        return ConstantSampler(self.value + self.shift)
+
+    def _base_mean(self) -> float:
+        return self.value
+
+    def _describe_base(self) -> str:
+        return f"{_s(self.value)} s"
+
+
+class Uniform(_DelayBase):
+    """Uniform on [low, high]: bounded jitter with no preferred value."""
+
+    kind: Literal["uniform"] = "uniform"
+    low: NonNegative
+    high: NonNegative
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.low > self.high:
+            raise _error("low ({low}) must be <= high ({high})", low=self.low, high=self.high)
+        return self
+
+    def sampler(self, rng: np.random.Generator) -> DelaySampler:
+        return BlockSampler(rng, uniform_fill(self.low, self.high), self.shift)
+
+    def _base_mean(self) -> float:
+        return 0.5 * (self.low + self.high)
+
+    def _describe_base(self) -> str:
+        return f"U({_s(self.low)} s, {_s(self.high)} s)"
+
+
+class TruncNormal(_DelayBase):
+    """Normal(mean, std) restricted to [low, high]; low defaults to 0 so delays stay >= 0."""
+
+    kind: Literal["truncnormal"] = "truncnormal"
+    mean_: Finite = Field(alias="mean")
+    std: Positive
+    low: NonNegative = 0.0
+    high: UpperBound = math.inf
+
+    # `mean` is the key users write, but a field of that name would hide the mean() method.
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
+    @model_validator(mode="after")
+    def _interval(self) -> TruncNormal:
+        if not self.low < self.high:
+            raise _error("low ({low}) must be < high ({high})", low=self.low, high=self.high)
+        a, b = (self.low - self.mean_) / self.std, (self.high - self.mean_) / self.std
+        if normal_mass(a, b) < 1e-100:
+            raise _error("[low, high] is too many std away from mean to hold any probability")
+        return self
+
+    def sampler(self, rng: np.random.Generator) -> DelaySampler:
+        return BlockSampler(rng, TruncNormalFill(self.mean_, self.std, self.low, self.high), self.shift)
+
+    def _base_mean(self) -> float:
+        return truncnormal_mean(self.mean_, self.std, self.low, self.high)
+
+    def _describe_base(self) -> str:
+        return (
+            f"TruncN(mean={_s(self.mean_)} s, std={_s(self.std)} s, in [{_s(self.low)}, {_s(self.high)}] s)"
+        )
+
+
+class LogNormal(_DelayBase):
+    """exp(N(ln median, sigma^2)): the usual fit for service latencies (right-skewed, > 0)."""
+
+    kind: Literal["lognormal"] = "lognormal"
+    median: Positive
+    sigma: Positive
+
+    def sampler(self, rng: np.random.Generator) -> DelaySampler:
+        return BlockSampler(rng, lognormal_fill(self.median, self.sigma), self.shift)
+
+    def _base_mean(self) -> float:
+        return self.median * math.exp(0.5 * self.sigma**2)
+
+    def _describe_base(self) -> str:
+        return f"LogN(median={_s(self.median)} s, sigma={_s(self.sigma)})"
+
+
+class Gamma(_DelayBase):
+    """Gamma(shape, scale): the best fit for Internet round-trip times (arXiv 1202.2153)."""
+
+    kind: Literal["gamma"] = "gamma"
+    shape: Positive
+    scale: Positive
+
+    def sampler(self, rng: np.random.Generator) -> DelaySampler:
+        return BlockSampler(rng, gamma_fill(self.shape, self.scale), self.shift)
+
+    def _base_mean(self) -> float:
+        return self.shape * self.scale
+
+    def _describe_base(self) -> str:
+        return f"Gamma(shape={_s(self.shape)}, scale={_s(self.scale)} s)"
+
+
+class Pareto(_DelayBase):
+    """Pareto type I: x >= scale, P(X > x) = (scale/x)^alpha; heavy tails (alpha ~ 1 on long paths)."""
+
+    kind: Literal["pareto"] = "pareto"
+    scale: Positive
+    alpha: Positive
+
+    def sampler(self, rng: np.random.Generator) -> DelaySampler:
+        return BlockSampler(rng, pareto_fill(self.scale, self.alpha), self.shift)
+
+    def _base_mean(self) -> float:
+        return self.alpha * self.scale / (self.alpha - 1.0) if self.alpha > 1.0 else math.inf
+
+    def _describe_base(self) -> str:
+        return f"Pareto(scale={_s(self.scale)} s, alpha={_s(self.alpha)})"
+
+
+class MixtureComponent(BaseModel):
+    """One weighted part of a mixture; ``model`` takes the same shorthand as any delay field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight: Positive
+    model: DelayField
+
+
+class Mixture(_DelayBase):
+    """A draw comes from component i with probability weight_i / sum(weights).
+
+    This is how rare slow modes are modelled (OpenAI TTFT: a log-normal body plus 1–3 % of
+    multi-second stalls), which a single log-normal cannot produce.
+    """
+
+    kind: Literal["mixture"] = "mixture"
+    components: Annotated[tuple[MixtureComponent, ...], AfterValidator(_non_empty)]
+
+    def probabilities(self) -> list[float]:
+        """The normalised weights."""
+        total = math.fsum(c.weight for c in self.components)
+        return [c.weight / total for c in self.components]
+
+    def sampler(self, rng: np.random.Generator) -> DelaySampler:
+        parts = [c.model.sampler(rng) for c in self.components]
+        return MixtureSampler(rng, [c.weight for c in self.components], parts, self.shift)
+
+    def _base_mean(self) -> float:
+        return math.fsum(
+            p * c.model.mean() for p, c in zip(self.probabilities(), self.components, strict=True)
+        )
+
+    def _describe_base(self) -> str:
+        parts = [
+            f"{100 * p:.3g}% {c.model.describe()}"
+            for p, c in zip(self.probabilities(), self.components, strict=True)
+        ]
+        return "(" + " + ".join(parts) + ")" if self.shift else " + ".join(parts)
+
+
+class Empirical(_DelayBase):
+    """Resampling (with replacement) of measured delays, e.g. latencies logged from a real service."""
+
+    kind: Literal["empirical"] = "empirical"
+    samples: Annotated[tuple[NonNegative, ...], AfterValidator(_non_empty)]
+
+    def sampler(self, rng: np.random.Generator) -> DelaySampler:
+        return BlockSampler(rng, empirical_fill(self.samples), self.shift)
+
+    def _base_mean(self) -> float:
+        return math.fsum(self.samples) / len(self.samples)
+
+    def _describe_base(self) -> str:
+        median = float(np.median(self.samples))
+        return f"Empirical(n={len(self.samples)}, median={_s(median)} s)"
+
+
+class AR1LogNormal(_DelayBase):
+    """LogN(median, sigma) marginals with AR(1)-correlated log-jitter (lag-1 correlation rho).
+
+    Independent draws cannot represent congestion episodes, where one slow response predicts the
+    next; ``rho`` sets how persistent they are, without changing the distribution of one delay.
+    """
+
+    kind: Literal["ar1"] = "ar1"
+    median: Positive
+    sigma: Positive
+    rho: Correlation
+
+    def sampler(self, rng: np.random.Generator) -> DelaySampler:
+        return BlockSampler(rng, AR1LogNormalFill(self.median, self.sigma, self.rho), self.shift)
+
+    def _base_mean(self) -> float:
+        return self.median * math.exp(0.5 * self.sigma**2)
+
+    def _describe_base(self) -> str:
+        return f"AR1-LogN(median={_s(self.median)} s, sigma={_s(self.sigma)}, rho={_s(self.rho)})"
+
+
+DelaySpec = Annotated[
+    Constant | Uniform | TruncNormal | LogNormal | Gamma | Pareto | Mixture | Empirical | AR1LogNormal,
+    Field(discriminator="kind"),
+]
+"""Any delay model, selected by its ``kind`` key."""
+
+
+def _shorthand(value: Any) -> Any:
+    """Bare number -> constant seconds; string -> the named preset; anything else unchanged."""
+    if isinstance(value, bool):
+        raise _error("expected seconds, a preset name or a table with 'kind', got a boolean")
+    if isinstance(value, numbers.Real):
+        return {"kind": "constant", "value": float(value)}
+    if isinstance(value, str):
+        from kame_sim.delays.presets import PRESETS  # presets build specs, so import late
+
+        preset = PRESETS.get(value)
+        if preset is None:
+            raise _error(
+                "unknown delay preset '{name}'; known: {known}", name=value, known=", ".join(sorted(PRESETS))
+            )
+        return preset.spec
+    return value
+
+
+DelayField = Annotated[DelaySpec, BeforeValidator(_shorthand)]
+"""A config field holding a delay: a table with ``kind``, a bare number (constant seconds) or a
+preset name, e.g. ``ttft: DelayField = "gpt-4.1-ttft"``."""
+
+MixtureComponent.model_rebuild()
+Mixture.model_rebuild()
+
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(DelayField)
+
+
+def parse_delay(value: Any) -> DelaySpec:
+    """Validate anything a :data:`DelayField` accepts (raises pydantic ``ValidationError``)."""
+    return _ADAPTER.validate_python(value)

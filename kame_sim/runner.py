@@ -1,0 +1,141 @@
+"""One run, start to finish: validate every input, then simulate into a streamed trace.
+
+Everything that can fail on bad input (scenario, conversation, tokenizer, delay parameters, the
+output directory) is checked before the output directory is touched, so a bad input never leaves
+a half-written run behind. Once the trace is open, rows are streamed to disk as the run goes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from kame_sim import __version__
+from kame_sim.backend.content import LlmContentSource, OracleRawReplay, ProgressiveHintSource
+from kame_sim.backend.stt_sim import schedule_stt_events
+from kame_sim.config import Scenario
+from kame_sim.conversation import Conversation, load_conversation
+from kame_sim.delays import component_rng
+from kame_sim.errors import InputError
+from kame_sim.frontend.behavioural import BehaviouralFrontend
+from kame_sim.sim import ProgressCallback, Session, SessionParts
+from kame_sim.tokenizer import TextTokenizer
+from kame_sim.trace.schema import TRACE_FILENAME
+from kame_sim.trace.writer import TraceWriter
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where the run went."""
+
+    run_dir: Path
+    trace_path: Path
+    conversation_id: str
+
+
+def load_run_conversation(scenario: Scenario) -> Conversation:
+    """The scenario's conversation, with the speakers checked against the transcript."""
+    cs = scenario.conversation
+    if cs.user_speaker == cs.frontend_speaker:
+        raise InputError("<scenario>", "conversation.frontend_speaker", "must differ from user_speaker")
+    speakers = ("A", "B")
+    for key, value in (("user_speaker", cs.user_speaker), ("frontend_speaker", cs.frontend_speaker)):
+        if value not in speakers:
+            raise InputError("<scenario>", f"conversation.{key}", f"unknown speaker {value!r}; use A or B")
+    return load_conversation(
+        cs.path,
+        cs.id,
+        sample_rate=cs.sample_rate,
+        speakers=speakers,
+        require_oracle=scenario.llm.content == "oracle_raw",
+    )
+
+
+def build_session_parts(scenario: Scenario, conversation: Conversation) -> SessionParts:
+    """Prepare the session: tokenizer, front-end, content source and all per-component draws."""
+    seed = scenario.run.seed
+    tokenizer = TextTokenizer.load(scenario.oracle.tokenizer)
+    frontend = BehaviouralFrontend(scenario.frontend, tokenizer, scenario.oracle.padding_id)
+    cs = scenario.conversation
+    content: LlmContentSource
+    if scenario.llm.content == "oracle_raw":
+        content = OracleRawReplay(conversation, conversation.channel_of(cs.frontend_speaker))
+    else:
+        content = ProgressiveHintSource(
+            conversation,
+            cs.user_speaker,
+            cs.frontend_speaker,
+            scenario.stt.utterance_gap,
+            component_rng(seed, "llm.content"),
+            scenario.llm.max_reply_words,
+        )
+    stt_events = schedule_stt_events(
+        conversation.words_of(cs.user_speaker),
+        scenario.stt.utterance_gap,
+        scenario.stt.partial_delay.sampler(component_rng(seed, "stt.partial")),
+        scenario.stt.final_delay.sampler(component_rng(seed, "stt.final")),
+        scenario.stt.emit_partials,
+    )
+    return SessionParts(
+        scenario=scenario,
+        conversation=conversation,
+        tokenizer=tokenizer,
+        frontend=frontend,
+        content=content,
+        stt_events=stt_events,
+        ttft=scenario.llm.ttft.sampler(component_rng(seed, "llm.ttft")),
+        inter_chunk=scenario.llm.inter_chunk.sampler(component_rng(seed, "llm.inter_chunk")),
+    )
+
+
+def default_run_dir(scenario: Scenario, conversation_id: str) -> Path:
+    """``<output_dir>/<name>-<conversation>-seed<seed>``: one directory per (scenario, conversation, seed)."""
+    return scenario.run.output_dir / f"{scenario.run.name}-{conversation_id}-seed{scenario.run.seed}"
+
+
+def trace_metadata(
+    scenario: Scenario, conversation: Conversation, tokenizer: TextTokenizer
+) -> dict[str, str]:
+    """Schema metadata: what produced this trace, enough to reproduce it."""
+    return {
+        "kame_sim.version": __version__,
+        "kame_sim.scenario": scenario.resolved_json(),
+        "kame_sim.seed": str(scenario.run.seed),
+        "kame_sim.conversation_id": conversation.id,
+        "kame_sim.conversation_hash": conversation.content_hash,
+        "kame_sim.tokenizer_sha256": tokenizer.sha256(),
+        "kame_sim.frame_seconds": repr(scenario.frame_seconds),
+        "kame_sim.time_coupling": scenario.run.time_coupling,
+        "kame_sim.frontend": scenario.frontend.kind,
+    }
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to clobber an existing trace unless asked to."""
+    if (run_dir / TRACE_FILENAME).exists():
+        if not overwrite:
+            raise InputError(run_dir, None, "already holds a trace; pass --overwrite or choose --out")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def run_scenario(
+    scenario: Scenario,
+    run_dir: Path | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> RunResult:
+    """Validate, prepare, simulate. The trace is closed (and flushed) even if the run crashes."""
+    conversation = load_run_conversation(scenario)
+    parts = build_session_parts(scenario, conversation)
+    run_dir = run_dir or default_run_dir(scenario, conversation.id)
+    prepare_run_dir(run_dir, overwrite)
+    (run_dir / "scenario.resolved.json").write_text(
+        json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n", encoding="utf-8"
+    )
+    trace_file = run_dir / TRACE_FILENAME
+    with TraceWriter(trace_file, trace_metadata(scenario, conversation, parts.tokenizer)) as trace:
+        Session(parts, trace, progress).run()
+    return RunResult(run_dir, trace_file, conversation.id)

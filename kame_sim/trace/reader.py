@@ -1,0 +1,65 @@
+"""Reading traces back, including partial traces left by a crashed or killed run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from kame_sim.errors import InputError
+from kame_sim.trace.schema import SCHEMA_VERSION, TRACE_FILENAME
+
+
+@dataclass(frozen=True)
+class TraceData:
+    """A trace table plus what its metadata says, and whether it is complete."""
+
+    path: Path
+    table: pa.Table
+    metadata: dict[str, str]
+    complete: bool
+    truncated: bool
+
+    @property
+    def scenario(self) -> dict[str, Any]:
+        """The resolved scenario the run used."""
+        return json.loads(self.metadata.get("kame_sim.scenario", "{}"))
+
+
+def trace_path(path: Path) -> Path:
+    """Accept a run directory or the trace file itself."""
+    return path / TRACE_FILENAME if path.is_dir() else path
+
+
+def read_trace(path: Path) -> TraceData:
+    """Read every complete record batch; a torn last batch is reported, not fatal."""
+    file = trace_path(path)
+    if not file.exists():
+        raise InputError(file, None, "no trace here (expected a run directory or a .arrows file)")
+    batches: list[pa.RecordBatch] = []
+    truncated = False
+    try:
+        reader = pa.ipc.open_stream(pa.OSFile(str(file), "rb"))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(file, "schema", f"not an Arrow IPC stream, or its header is torn ({exc})") from None
+    schema = reader.schema
+    while True:
+        try:
+            batches.append(reader.read_next_batch())
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError):
+            truncated = True
+            break
+    raw = schema.metadata or {}
+    metadata = {k.decode(): v.decode() for k, v in raw.items()}
+    version = metadata.get("kame_sim.schema_version")
+    if version != SCHEMA_VERSION:
+        raise InputError(file, "kame_sim.schema_version", f"unsupported trace schema {version!r}")
+    table = pa.Table.from_batches(batches, schema=schema)
+    events = table.column("event")
+    complete = len(table) > 0 and events[len(table) - 1].as_py() == "run_end"
+    return TraceData(file, table, metadata, complete, truncated)
