@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kame_sim.delays import DelayField
+from kame_sim.delays.models import DELAY_KINDS
 from kame_sim.errors import InputError
 
 
@@ -128,8 +129,8 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif "[" in item or "-" in item or item in {"function-after", "function-before"}:
-            continue  # pydantic's internal union/validator tags say nothing to a user
+        elif "[" in item or "-" in item or item in DELAY_KINDS:
+            continue  # pydantic's union and validator tags are not keys a user writes
         else:
             parts.append(("." if parts else "") + item)
     return "".join(parts)
@@ -193,7 +194,15 @@ def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenar
     _resolve_paths(data, path.resolve().parent)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
-    return scenario_from_dict(data, path)
+    try:
+        return scenario_from_dict(data, path)
+    except InputError as exc:
+        culprit = next(
+            (k for k in overrides or {} if exc.field and (exc.field + ".").startswith(k + ".")), None
+        )
+        if culprit is None:
+            raise
+        raise InputError(f"{path} (overridden by --set {culprit})", exc.field, exc.message) from None
 
 
 def scenario_from_dict(data: dict[str, Any], source: str | Path = "<scenario>") -> Scenario:

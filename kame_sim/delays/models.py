@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import typing
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -367,8 +368,16 @@ def _shorthand(value: Any) -> Any:
 
 
 DelayField = Annotated[DelaySpec, BeforeValidator(_shorthand)]
+
 """A config field holding a delay: a table with ``kind``, a bare number (constant seconds) or a
 preset name, e.g. ``ttft: DelayField = "gpt-4.1-ttft"``."""
+
+# The ``kind`` tags of DelaySpec: pydantic puts them in error locations, users never write them as keys.
+DELAY_KINDS = frozenset(
+    typing.get_args(m.model_fields["kind"].annotation)[0]
+    for m in typing.get_args(typing.get_args(DelaySpec)[0])
+)
+
 
 MixtureComponent.model_rebuild()
 Mixture.model_rebuild()

@@ -86,7 +86,9 @@ class BehaviouralFrontend:
         elif self._user_said_something and self._silent_frames >= self._pause_frames:
             self._speaking = True
             self._user_said_something = False
-            self._phase = self._frames_per_token  # the first token comes at once
+            # step() adds one frame before comparing, so this makes the first token come at once
+            # and the next one a full 12.5 / tokens_per_second frames later.
+            self._phase = self._frames_per_token - 1.0
             self._pos = 0
             if self._oracle_fresh:
                 self._script, self._script_is_oracle = self._oracle, True
