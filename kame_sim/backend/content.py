@@ -73,7 +73,7 @@ class ProgressiveHintSource:
     from the word timings; its spoken ratio ``r`` picks a hint level. The reply keeps a level-
     dependent share of the true next utterance's words (the rest is replaced by generic words,
     chosen with the source's own random stream) and is exactly the truth once ``r >= 1``.
-    Replies are 10–30 words, as kame_finetune's predictions are.
+    Guesses are 10–30 words, as kame_finetune's predictions are; the exact truth may be shorter.
     """
 
     def __init__(
@@ -91,6 +91,7 @@ class ProgressiveHintSource:
         self._frontend_starts = [w.start for w in self._frontend_words]
         self._rng = rng
         self._max_words = max_words
+        self._utterance_gap = utterance_gap
 
     def _truth_after(self, t: float) -> list[str]:
         """The front-end speaker's next utterance starting after ``t`` (its words, capped)."""
@@ -98,7 +99,7 @@ class ProgressiveHintSource:
         words: list[Word] = list(self._frontend_words[i : i + self._max_words])
         out: list[str] = []
         for k, word in enumerate(words):
-            if k and word.start - words[k - 1].end > 1.0:
+            if k and word.start - words[k - 1].end >= self._utterance_gap:
                 break
             out.append(word.text)
         return out

@@ -5,13 +5,16 @@ without a GPU. What it models, in simulated frames:
 
 * **Turn taking.** While listening, it takes the turn once the user has said something new and
   then been silent for ``turn_take_pause``. While speaking, it stops when the user has been
-  speaking for ``yield_after`` (barge-in), or when it has nothing left to say.
+  speaking for ``yield_after`` (barge-in), or when it has nothing left to say. Shorter user speech
+  during its turn is a backchannel: it does not count as something new to answer.
 * **Speaking.** One text token every ``12.5 / tokens_per_second`` frames (padding in between).
 * **Following the oracle.** Oracle tokens fed at step ``s`` become visible to it at
   ``s + reaction_delay``. A START token begins a fresh oracle text. A turn speaks the fresh
   oracle text if one has arrived since its last turn, otherwise its own guess (``guess_text``);
   when a fresh oracle arrives mid-turn it switches to it at the same token position: the
-  self-correction KAME is built for. Stale oracle text is not spoken twice.
+  self-correction KAME is built for. While the oracle is still arriving (non-padding tokens are
+  being fed) and has not reached its position, it bridges with its guess; once padding follows the
+  oracle text, the text is finished and so is the turn. Stale oracle text is not spoken twice.
 
 Real KAME's timing and wording are learned, not rules; use ``frontend = "kame"`` for that.
 """
@@ -48,6 +51,7 @@ class BehaviouralFrontend:
         self._seen: deque[tuple[int, int]] = deque()  # (visible_at_step, token)
         self._oracle: list[int] = []
         self._oracle_fresh = False
+        self._oracle_streaming = False
         self._speaking = False
         self._script: list[int] = []
         self._script_is_oracle = False
@@ -58,31 +62,37 @@ class BehaviouralFrontend:
         self._user_said_something = False
 
     def _observe_oracle(self, step: int, oracle_token: int) -> None:
-        if oracle_token != self.padding_id:
-            self._seen.append((step + self._reaction_frames, oracle_token))
+        self._seen.append((step + self._reaction_frames, oracle_token))
         seen = self._seen
         while seen and seen[0][0] <= step:
             token = seen.popleft()[1]
-            if token == self.start_id:
+            if token == self.padding_id:
+                self._oracle_streaming = False  # the oracle text (if any) has ended for now
+            elif token == self.start_id:
                 self._oracle = []
                 self._oracle_fresh = True
+                self._oracle_streaming = True
                 if self._speaking:
                     self._script, self._script_is_oracle = self._oracle, True
             else:
                 self._oracle.append(token)
+                self._oracle_streaming = True
 
     def _update_turn(self, step: int) -> None:
         user_active = self._vad[step] if step < len(self._vad) else False
         if user_active:
             self._silent_frames = 0
             self._user_frames += 1
-            self._user_said_something = True
+            # Speech under its own turn is a backchannel unless it grows into a barge-in.
+            if not self._speaking:
+                self._user_said_something = True
         else:
             self._silent_frames += 1
             self._user_frames = 0
         if self._speaking:
             if self._user_frames >= self._yield_frames:
                 self._end_turn()
+                self._user_said_something = True
         elif self._user_said_something and self._silent_frames >= self._pause_frames:
             self._speaking = True
             self._user_said_something = False
@@ -112,8 +122,8 @@ class BehaviouralFrontend:
         pos = self._pos
         if pos < len(self._script):
             token = self._script[pos]
-        elif self._script_is_oracle and pos < len(self._guess):
-            token = self._guess[pos]  # the oracle text has not reached this position yet
+        elif self._script_is_oracle and self._oracle_streaming and pos < len(self._guess):
+            token = self._guess[pos]  # the oracle is still arriving but has not reached this position
         else:
             self._end_turn()
             return self.padding_id, ""
