@@ -72,6 +72,9 @@ def run(
         list[str] | None, typer.Option("--set", help="override a scenario key, e.g. --set llm.ttft=1.5")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    audio_out: Annotated[
+        Path | None, typer.Option(help="kame front-end only: write a stereo wav (user left, front-end right)")
+    ] = None,
 ) -> None:
     """Run one scenario and write its trace; ends with a summary table."""
     from kame_sim.report_text import render_summary
@@ -97,10 +100,12 @@ def run(
             def report(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            result = run_scenario(sc, out, overwrite, report)
+            result = run_scenario(sc, out, overwrite, report, audio_out)
         summary = summarize(read_trace(result.trace_path))
         render_summary(summary, console, f"kame-sim run · {sc.run.name}")
         console.print(f"trace: [bold]{result.trace_path}[/]")
+        if audio_out is not None:
+            console.print(f"audio: [bold]{audio_out}[/] (user left, front-end right)")
 
 
 @trace_app.command("show")
@@ -122,6 +127,25 @@ def trace_show(
             rows = data.table.slice(0, events).drop_columns(["wall_s", "step_wall_s"]).to_pylist()
             for row in rows:
                 console.print({k: v for k, v in row.items() if v is not None}, highlight=False)
+
+
+@app.command("init-checkpoint")
+def init_checkpoint(
+    directory: Annotated[Path, typer.Argument(help="directory to write the checkpoint into")],
+    tiny: Annotated[
+        bool, typer.Option(help="the tiny random-weight architecture (the only kind offered)")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="seed of the random weights")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty directory")] = False,
+) -> None:
+    """Write a complete random-weight KAME checkpoint in the real layout (smoke tests, CI)."""
+    with _user_errors():
+        if not tiny:
+            raise InputError("<cli>", "--tiny", "only tiny checkpoints can be generated (pass --tiny)")
+        from kame_sim.frontend.kame.tiny import write_tiny_checkpoint
+
+        ckpt = write_tiny_checkpoint(directory, seed=seed, overwrite=overwrite)
+    console.print(f"wrote a tiny KAME checkpoint to [bold]{ckpt.root}[/] (config, LM, Mimi, tokenizer)")
 
 
 @app.command()

@@ -11,7 +11,7 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -87,7 +87,9 @@ class PolicySettings(_Section):
 class OracleSettings(_Section):
     """Oracle tokens: the tokenizer and KAME's special ids."""
 
-    tokenizer: Path | None = Field(None, description="SentencePiece model; none = the bundled one")
+    tokenizer: Path | None = Field(
+        None, description="SentencePiece model; none = the checkpoint's (kame) or the bundled one"
+    )
     padding_id: int = Field(3, ge=0)
     clear_on_new_session: bool = True
 
@@ -103,6 +105,25 @@ class BehaviouralSettings(_Section):
     guess_text: str = "sure let me check that for you one moment please"
 
 
+class KameSettings(_Section):
+    """The real KAME/Moshi front-end from a local checkpoint directory (torch)."""
+
+    kind: Literal["kame"] = "kame"
+    checkpoint: Path = Field(..., description="checkpoint directory (config.json, weights, tokenizer)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    use_sampling: bool = True
+    temp: float = Field(0.8, gt=0)
+    temp_text: float = Field(0.7, gt=0)
+    top_k: int = Field(250, ge=1)
+    top_k_text: int = Field(25, ge=1)
+    codes_cache: Path = Field(Path("~/.cache/kame-sim/mimi-codes"), description="user Mimi codes cache")
+
+
+FRONTEND_KINDS = frozenset({"behavioural", "kame"})
+FrontendSettings = Annotated[BehaviouralSettings | KameSettings, Field(discriminator="kind")]
+
+
 class Scenario(_Section):
     """A whole scenario file."""
 
@@ -112,7 +133,7 @@ class Scenario(_Section):
     llm: LlmSettings = Field(default_factory=LlmSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     oracle: OracleSettings = Field(default_factory=OracleSettings)
-    frontend: BehaviouralSettings = Field(default_factory=BehaviouralSettings)
+    frontend: FrontendSettings = Field(default_factory=BehaviouralSettings)
 
     @property
     def frame_seconds(self) -> float:
@@ -129,7 +150,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif "[" in item or "-" in item or item in DELAY_KINDS:
+        elif "[" in item or "-" in item or item in DELAY_KINDS or item in FRONTEND_KINDS:
             continue  # pydantic's union and validator tags are not keys a user writes
         else:
             parts.append(("." if parts else "") + item)
@@ -174,7 +195,12 @@ def parse_override(assignment: str) -> tuple[str, Any]:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    for section, key in (("conversation", "path"), ("oracle", "tokenizer"), ("run", "output_dir")):
+    for section, key in (
+        ("conversation", "path"),
+        ("oracle", "tokenizer"),
+        ("frontend", "checkpoint"),
+        ("run", "output_dir"),
+    ):
         table = data.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str):
             path = Path(table[key]).expanduser()

@@ -15,11 +15,12 @@ from pathlib import Path
 from kame_sim import __version__
 from kame_sim.backend.content import LlmContentSource, OracleRawReplay, ProgressiveHintSource
 from kame_sim.backend.stt_sim import schedule_stt_events
-from kame_sim.config import Scenario
+from kame_sim.config import BehaviouralSettings, Scenario
 from kame_sim.conversation import Conversation, load_conversation
 from kame_sim.delays import component_rng
 from kame_sim.errors import InputError
 from kame_sim.frontend.behavioural import BehaviouralFrontend
+from kame_sim.frontend.protocol import Frontend
 from kame_sim.sim import ProgressCallback, Session, SessionParts
 from kame_sim.tokenizer import TextTokenizer
 from kame_sim.trace.schema import TRACE_FILENAME
@@ -53,11 +54,37 @@ def load_run_conversation(scenario: Scenario) -> Conversation:
     )
 
 
-def build_session_parts(scenario: Scenario, conversation: Conversation) -> SessionParts:
+def build_frontend(scenario: Scenario, audio_out: Path | None = None) -> tuple[Frontend, TextTokenizer]:
+    """The scenario's front-end and the tokenizer oracle text must be encoded with.
+
+    The real front-end (torch) is imported only when a scenario asks for it. Its tokenizer is the
+    checkpoint's unless ``oracle.tokenizer`` names another one of the same vocabulary size.
+    """
+    settings = scenario.frontend
+    if isinstance(settings, BehaviouralSettings):
+        if audio_out is not None:
+            raise InputError("<cli>", "--audio-out", "needs frontend.kind = 'kame' (no audio from the model)")
+        tokenizer = TextTokenizer.load(scenario.oracle.tokenizer)
+        return BehaviouralFrontend(settings, tokenizer, scenario.oracle.padding_id), tokenizer
+    from kame_sim.frontend.kame.frontend import KameFrontend, load_kame
+
+    loaded = load_kame(settings)
+    tokenizer = loaded.tokenizer
+    if scenario.oracle.tokenizer is not None:
+        tokenizer = TextTokenizer.load(scenario.oracle.tokenizer)
+        if tokenizer.vocab_size != loaded.lm.text_card:
+            message = f"{tokenizer.vocab_size} pieces but the checkpoint's text_card is {loaded.lm.text_card}"
+            raise InputError(scenario.oracle.tokenizer, "vocab_size", message)
+    sampling_seed = int(component_rng(scenario.run.seed, "frontend.sampling").integers(2**31))
+    return KameFrontend(settings, loaded, sampling_seed, audio_out), tokenizer
+
+
+def build_session_parts(
+    scenario: Scenario, conversation: Conversation, audio_out: Path | None = None
+) -> SessionParts:
     """Prepare the session: tokenizer, front-end, content source and all per-component draws."""
     seed = scenario.run.seed
-    tokenizer = TextTokenizer.load(scenario.oracle.tokenizer)
-    frontend = BehaviouralFrontend(scenario.frontend, tokenizer, scenario.oracle.padding_id)
+    frontend, tokenizer = build_frontend(scenario, audio_out)
     cs = scenario.conversation
     content: LlmContentSource
     if scenario.llm.content == "oracle_raw":
@@ -109,6 +136,7 @@ def trace_metadata(
         "kame_sim.frame_seconds": repr(scenario.frame_seconds),
         "kame_sim.time_coupling": scenario.run.time_coupling,
         "kame_sim.frontend": scenario.frontend.kind,
+        "kame_sim.tokenizer_vocab": str(tokenizer.vocab_size),
     }
 
 
@@ -126,10 +154,11 @@ def run_scenario(
     run_dir: Path | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    audio_out: Path | None = None,
 ) -> RunResult:
     """Validate, prepare, simulate. The trace is closed (and flushed) even if the run crashes."""
     conversation = load_run_conversation(scenario)
-    parts = build_session_parts(scenario, conversation)
+    parts = build_session_parts(scenario, conversation, audio_out)
     run_dir = run_dir or default_run_dir(scenario, conversation.id)
     prepare_run_dir(run_dir, overwrite)
     (run_dir / "scenario.resolved.json").write_text(

@@ -295,7 +295,10 @@ class Session:
         env.process(self._stt())
         env.process(self._stream_manager())
         frames = env.process(self._frame_loop())
-        env.run(until=frames)
+        try:
+            env.run(until=frames)
+        finally:
+            parts.frontend.end_session()
         if self.progress is not None:
             self.progress(self.n_frames, self.n_frames)
         self.trace.row("run_end", env.now, frame=self.n_frames, detail="ok")

@@ -105,6 +105,9 @@ class ExplodingFrontend:
             raise RuntimeError("boom")
         return self.inner.step(step, oracle_token)
 
+    def end_session(self) -> None:
+        self.ended = True
+
 
 def test_a_crash_leaves_a_readable_partial_trace(tmp_path: Path):
     scenario = load_scenario(DEMO_SCENARIO)
@@ -121,6 +124,7 @@ def test_a_crash_leaves_a_readable_partial_trace(tmp_path: Path):
     assert not data.complete
     frames = rows(data.table, "frame")
     assert len(frames) == 200 and frames[-1]["frame"] == 199
+    assert parts.frontend.ended  # the front-end was closed despite the crash
 
 
 def test_a_torn_trace_file_still_yields_its_complete_batches(tmp_path: Path):
@@ -156,6 +160,9 @@ def test_budget_mode_counts_late_frames_when_steps_are_slow(tmp_path: Path):
             if step % 10 == 0:
                 time.sleep(0.1)  # longer than the 80 ms frame
             return self.inner.step(step, oracle_token)
+
+        def end_session(self) -> None:
+            self.inner.end_session()
 
     scenario = load_scenario(DEMO_SCENARIO, {"run.time_coupling": "budget", "run.max_seconds": 4.0})
     conversation = load_run_conversation(scenario)

@@ -129,3 +129,6 @@ class BehaviouralFrontend:
             return self.padding_id, ""
         self._pos = pos + 1
         return token, self.tokenizer.piece(token)
+
+    def end_session(self) -> None:
+        """Nothing to release: all state is plain Python, rebuilt by ``start_session``."""

@@ -40,3 +40,7 @@ class Frontend(Protocol):
     def step(self, step: int, oracle_token: int) -> tuple[int, str]:
         """Run frame ``step`` with ``oracle_token`` fed; return (text token id, its text piece)."""
         ...
+
+    def end_session(self) -> None:
+        """The session is over (also after a crash): release per-session resources, write outputs."""
+        ...

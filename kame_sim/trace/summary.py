@@ -3,7 +3,8 @@
 Response onset for user turn ``u``: the start of the first front-end speaking burst that begins in
 ``[start_u, start_{u+1})`` minus the end of the turn's last word (negative = it started before the
 user finished; None = no response before the next turn). A burst is a run of front-end text tokens
-with no silence of ``burst_gap`` seconds or more inside it.
+(tokens with a text piece: not padding, not end-of-padding) with no silence of ``burst_gap``
+seconds or more inside it.
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ def _rows(table: pa.Table, event: str, columns: list[str]) -> list[dict]:
     return table.filter(pc.equal(table["event"], event)).select(columns).to_pylist()
 
 
-def frontend_bursts(table: pa.Table, padding_id: int = 3, burst_gap: float = 1.0) -> list[float]:
-    """Start times of the front-end's speaking bursts."""
+def frontend_bursts(table: pa.Table, burst_gap: float = 1.0) -> list[float]:
+    """Start times of the front-end's speaking bursts (tokens that carry a text piece)."""
     tokens = table.filter(
-        pc.and_(pc.equal(table["event"], "frontend_token"), pc.not_equal(table["token_id"], padding_id))
+        pc.and_(pc.equal(table["event"], "frontend_token"), pc.is_valid(table["text"]))
     )["t_sim"].to_pylist()
     starts: list[float] = []
     last = None
@@ -81,13 +82,13 @@ def frontend_bursts(table: pa.Table, padding_id: int = 3, burst_gap: float = 1.0
     return starts
 
 
-def response_onsets(table: pa.Table, padding_id: int = 3) -> list[TurnOnset]:
+def response_onsets(table: pa.Table) -> list[TurnOnset]:
     """Per user turn: the onset of the front-end's response (see the module docstring)."""
     turns: dict[int, list[float]] = {}
     for r in _rows(table, "user_word", ["utterance", "t_sim", "t_ref"]):
         span = turns.setdefault(r["utterance"], [r["t_sim"], r["t_ref"]])
         span[1] = max(span[1], r["t_ref"])
-    bursts = frontend_bursts(table, padding_id)
+    bursts = frontend_bursts(table)
     ordered = sorted(turns.items())
     out: list[TurnOnset] = []
     for i, (u, (start, end)) in enumerate(ordered):
@@ -102,7 +103,6 @@ def summarize(trace: TraceData) -> TraceSummary:
     table = trace.table
     ev = table["event"]
     fed = table.filter(pc.equal(ev, "oracle_token_fed"))
-    padding = int(trace.scenario.get("oracle", {}).get("padding_id", 3))
     ttfts = [r["delay_s"] for r in _rows(table, "llm_first_chunk", ["delay_s"])]
     frames = table.filter(pc.equal(ev, "frame"))
     fe = table.filter(pc.equal(ev, "frontend_token"))
@@ -127,6 +127,6 @@ def summarize(trace: TraceData) -> TraceSummary:
         oracle_resets_applied=_count(ev, "oracle_reset_applied"),
         oracle_tokens_fed=int(pc.sum(pc.is_valid(fed["oracle_index"])).as_py() or 0),
         oracle_tokens_skipped=int(pc.sum(applied["n_skipped"]).as_py() or 0),
-        frontend_tokens=int(pc.sum(pc.not_equal(fe["token_id"], padding)).as_py() or 0),
-        turns=response_onsets(table, padding),
+        frontend_tokens=int(pc.sum(pc.is_valid(fe["text"])).as_py() or 0),
+        turns=response_onsets(table),
     )
