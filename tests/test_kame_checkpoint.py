@@ -14,15 +14,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("moshi")
-
-import torch.nn.functional as F  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-
-from kame_sim.errors import InputError  # noqa: E402
-from kame_sim.frontend.kame.checkpoint import (  # noqa: E402
+from kame_sim.errors import InputError
+from kame_sim.frontend.kame.checkpoint import (
     KameCheckpoint,
     default_dtype,
     load_lm,
@@ -31,9 +28,9 @@ from kame_sim.frontend.kame.checkpoint import (  # noqa: E402
     read_checkpoint,
     resolve_device,
 )
-from kame_sim.frontend.kame.lm import OracleLMModel, upgrade_legacy_state_dict  # noqa: E402
-from kame_sim.frontend.kame.tiny import KAME_LM_GEN_CONFIG, write_tiny_checkpoint  # noqa: E402
-from kame_sim.frontend.kame.tiny_configs import TINY_TEXT_CARD  # noqa: E402
+from kame_sim.frontend.kame.lm import OracleLMModel, upgrade_legacy_state_dict
+from kame_sim.frontend.kame.tiny import KAME_LM_GEN_CONFIG, write_tiny_checkpoint
+from kame_sim.frontend.kame.tiny_configs import TINY_TEXT_CARD
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "moshi_test_lm"
 # The architecture of the fixture, from its README (moshi's own test LM).

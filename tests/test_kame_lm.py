@@ -10,23 +10,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from pathlib import Path
 
 import pytest
+import torch
+from moshi.models.lm import LMGen, LMModel
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("moshi")
-
-from moshi.models.lm import LMGen, LMModel  # noqa: E402
-
-from kame_sim.frontend.kame.checkpoint import load_lm, load_mimi, read_checkpoint  # noqa: E402
-from kame_sim.frontend.kame.lm import (  # noqa: E402
+from kame_sim.frontend.kame.checkpoint import load_lm, load_mimi, read_checkpoint
+from kame_sim.frontend.kame.lm import (
     OracleLMGen,
     OracleLMModel,
     ReplicaOracles,
     oracle_codes_from_kame,
     upgrade_legacy_state_dict,
 )
-from kame_sim.frontend.kame.stepper import OracleEvent, run_oracle_schedule  # noqa: E402
-from kame_sim.frontend.kame.tiny import write_tiny_checkpoint  # noqa: E402
-from kame_sim.frontend.kame.tiny_configs import TINY_LM_KWARGS  # noqa: E402
+from kame_sim.frontend.kame.stepper import OracleEvent, run_oracle_schedule
+from kame_sim.frontend.kame.tiny import write_tiny_checkpoint
+from kame_sim.frontend.kame.tiny_configs import TINY_LM_KWARGS
 
 PAD = 3
 START = TINY_LM_KWARGS["text_card"]  # 1024

@@ -18,15 +18,13 @@ import pytest
 os.environ.setdefault("NO_TORCH_COMPILE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("moshi")
+import torch
+from moshi.models.loaders import get_mimi
+from safetensors.torch import save_file
 
-from moshi.models.loaders import get_mimi  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from kame_sim.conversation import Conversation, load_conversation  # noqa: E402
-from kame_sim.errors import InputError  # noqa: E402
-from kame_sim.frontend.kame.mimi import (  # noqa: E402
+from kame_sim.conversation import Conversation, load_conversation
+from kame_sim.errors import InputError
+from kame_sim.frontend.kame.mimi import (
     FrontendAudioDecoder,
     UserCodesCache,
     encode_channel,
@@ -35,7 +33,7 @@ from kame_sim.frontend.kame.mimi import (  # noqa: E402
     mimi_fingerprint_from_state,
     write_conversation_wav,
 )
-from kame_sim.frontend.kame.tiny_configs import TINY_MIMI_CONFIG  # noqa: E402
+from kame_sim.frontend.kame.tiny_configs import TINY_MIMI_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = 1920

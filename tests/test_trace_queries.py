@@ -28,7 +28,8 @@ def test_pyarrow_share_of_frames_with_an_oracle_token(trace_file: Path):
 
 
 def test_duckdb_stream_table(trace_file: Path):
-    duckdb = pytest.importorskip("duckdb")
+    import duckdb
+
     trace = pa.ipc.open_stream(trace_file).read_all()  # noqa: F841 - DuckDB finds it by name
     streams = duckdb.sql(
         """
@@ -45,7 +46,8 @@ def test_duckdb_stream_table(trace_file: Path):
 
 
 def test_polars_oracle_queue_wait(trace_file: Path):
-    pl = pytest.importorskip("polars")
+    import polars as pl
+
     df = pl.read_ipc_stream(trace_file)
     wait = df.filter(pl.col("event") == "oracle_append_applied").select(
         (pl.col("t_sim") - pl.col("t_ref")).alias("queue_wait_s")
