@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kame_sim import __version__
 from kame_sim.backend.content import LlmContentSource, OracleRawReplay, ProgressiveHintSource
+from kame_sim.backend.llm import SimulatedLlm
 from kame_sim.backend.stt_sim import schedule_stt_events
 from kame_sim.config import BehaviouralSettings, Scenario
 from kame_sim.conversation import Conversation, load_conversation
@@ -105,15 +106,19 @@ def build_session_parts(
         scenario.stt.final_delay.sampler(component_rng(seed, "stt.final")),
         scenario.stt.emit_partials,
     )
+    llm = SimulatedLlm(
+        content,
+        scenario.llm.ttft.sampler(component_rng(seed, "llm.ttft")),
+        scenario.llm.inter_chunk.sampler(component_rng(seed, "llm.inter_chunk")),
+        scenario.llm.words_per_chunk,
+    )
     return SessionParts(
         scenario=scenario,
         conversation=conversation,
         tokenizer=tokenizer,
         frontend=frontend,
-        content=content,
+        llm=llm,
         stt_events=stt_events,
-        ttft=scenario.llm.ttft.sampler(component_rng(seed, "llm.ttft")),
-        inter_chunk=scenario.llm.inter_chunk.sampler(component_rng(seed, "llm.inter_chunk")),
     )
 
 

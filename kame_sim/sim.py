@@ -30,13 +30,13 @@ import simpy
 import simpy.rt
 
 from kame_sim.backend.asr_state import AsrState
-from kame_sim.backend.content import LlmContentSource, LlmRequest
+from kame_sim.backend.content import LlmRequest
 from kame_sim.backend.conversation_log import ConversationLog
+from kame_sim.backend.llm import LlmBackend
 from kame_sim.backend.stream_manager import StreamManagerPolicy
 from kame_sim.backend.stt_sim import SttEvent
 from kame_sim.config import Scenario
 from kame_sim.conversation import Conversation, Word, user_utterances
-from kame_sim.delays import DelaySampler
 from kame_sim.frontend.protocol import Frontend, SessionInfo
 from kame_sim.oracle import OracleItem, OracleQueue, OracleState
 from kame_sim.tokenizer import TextTokenizer
@@ -53,10 +53,8 @@ class SessionParts:
     conversation: Conversation
     tokenizer: TextTokenizer
     frontend: Frontend
-    content: LlmContentSource
+    llm: LlmBackend
     stt_events: list[SttEvent]
-    ttft: DelaySampler
-    inter_chunk: DelaySampler
 
 
 def voice_activity(words: tuple[Word, ...], n_frames: int, frame_seconds: float) -> np.ndarray:
@@ -67,15 +65,6 @@ def voice_activity(words: tuple[Word, ...], n_frames: int, frame_seconds: float)
         last = int(np.ceil(word.end / frame_seconds))
         active[first : min(last, n_frames)] = True
     return active
-
-
-def chunk_reply(text: str, words_per_chunk: int) -> list[str]:
-    """Split a reply into streamed deltas as an OpenAI stream sends them: words with their spaces."""
-    words = text.split()
-    return [
-        (" " if i else "") + " ".join(words[i : i + words_per_chunk])
-        for i in range(0, len(words), words_per_chunk)
-    ]
 
 
 class Session:
@@ -192,19 +181,21 @@ class Session:
         )
 
     def _llm_stream(self, request: LlmRequest):
-        env, row, parts = self.env, self.trace.row, self.parts
+        env, row = self.env, self.trace.row
         sid, started = request.stream_id, env.now
         try:
-            chunks = chunk_reply(parts.content.reply(request), self.scenario.llm.words_per_chunk)
-            yield env.timeout(parts.ttft.draw())
-            previous = env.now
+            plan = self.parts.llm.plan(request)
+            previous = started
             n_chunks = 0
-            for i, chunk in enumerate(chunks):
-                if i:
-                    yield env.timeout(parts.inter_chunk.draw())
-                text = chunk.strip()
+            for chunk in plan.chunks:
+                if plan.error_at is not None and chunk.at > plan.error_at:
+                    break
+                due = started + chunk.at
+                if due > env.now:
+                    yield env.timeout(due - env.now)
+                text = chunk.text.strip()
                 if not text:
-                    continue
+                    continue  # KAME skips blank deltas (the first role-only delta, whitespace)
                 if n_chunks == 0:
                     row("llm_first_chunk", env.now, stream_id=sid, delay_s=env.now - started)
                     self._enqueue("reset", "", sid)
@@ -212,7 +203,14 @@ class Session:
                 self._enqueue("append", text, sid)
                 previous = env.now
                 n_chunks += 1
-            row("llm_done", env.now, stream_id=sid, word_count=n_chunks)
+            if plan.error is not None:
+                due = started + (plan.error_at or 0.0)
+                if due > env.now:
+                    yield env.timeout(due - env.now)
+                # KAME logs the error and keeps the oracle as it is; the next start replaces it.
+                row("llm_error", env.now, stream_id=sid, word_count=n_chunks, detail=plan.error)
+            else:
+                row("llm_done", env.now, stream_id=sid, word_count=n_chunks)
         except simpy.Interrupt:
             return
 

@@ -25,6 +25,7 @@ EVENTS: dict[str, str] = {
     "llm_chunk": "a non-blank chunk arrived: text, delay_s = gap since the previous chunk",
     "llm_cancel": "a stream was cancelled by a newer start",
     "llm_done": "a stream ended normally (word_count = non-blank chunks)",
+    "llm_error": "a stream failed (detail: the fault); the oracle keeps its last state",
     "oracle_enqueue": "an item was put in the oracle queue: detail = reset|append, queue_len",
     "oracle_drop": "an item was dropped because the queue was full",
     "oracle_reset_applied": "a reset was applied before the step of `frame` (t_ref = enqueue time)",
