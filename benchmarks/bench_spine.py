@@ -56,25 +56,7 @@ class NullTrace:
 
     rows_written = 0
 
-    def row(
-        self,
-        event: str,
-        t_sim: float,
-        frame: int | None = None,
-        stream_id: int | None = None,
-        utterance: int | None = None,
-        text: str | None = None,
-        token_id: int | None = None,
-        oracle_index: int | None = None,
-        n_tokens: int | None = None,
-        n_skipped: int | None = None,
-        word_count: int | None = None,
-        queue_len: int | None = None,
-        delay_s: float | None = None,
-        t_ref: float | None = None,
-        detail: str | None = None,
-        step_wall_s: float | None = None,
-    ) -> None:
+    def row(self, *_: object, **__: object) -> None:
         return None
 
     def close(self) -> None:

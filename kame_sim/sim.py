@@ -122,26 +122,19 @@ class Session:
             if event.arrival > env.now:
                 yield env.timeout(event.arrival - env.now)
             if event.kind == "partial":
-                if asr.on_partial(event.text):
-                    row(
-                        "stt_partial",
-                        env.now,
-                        utterance=event.utterance,
-                        text=event.text,
-                        delay_s=event.delay,
-                        t_ref=event.speech_time,
-                    )
+                if not asr.on_partial(event.text):
+                    continue  # KAME only reacts when the partial text changed
             else:
                 asr.on_final(event.text)
                 self.log.add("user", event.text)
-                row(
-                    "stt_final",
-                    env.now,
-                    utterance=event.utterance,
-                    text=event.text,
-                    delay_s=event.delay,
-                    t_ref=event.speech_time,
-                )
+            row(
+                f"stt_{event.kind}",
+                env.now,
+                utterance=event.utterance,
+                text=event.text,
+                delay_s=event.delay,
+                t_ref=event.speech_time,
+            )
 
     def _stream_manager(self):
         env, row = self.env, self.trace.row
