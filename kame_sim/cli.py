@@ -129,6 +129,99 @@ def trace_show(
                 console.print({k: v for k, v in row.items() if v is not None}, highlight=False)
 
 
+def _progress_bar(label: str, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn(f"[bold]{label}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet or not err_console.is_terminal,
+        transient=True,
+    )
+
+
+@app.command()
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="sweep TOML file")],
+    out: Annotated[Path | None, typer.Option(help="sweep directory (default: traces/sweeps/<name>)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (default: all cores)")] = None,
+    resume: Annotated[bool, typer.Option(help="skip runs that already finished")] = True,
+    ray: Annotated[
+        str | None, typer.Option(help="run on a Ray cluster at this address ('local' for one here)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Run a design over scenario parameters × seeds × conversations; write results.parquet."""
+    from kame_sim.sweep import run_sweep
+
+    with _user_errors():
+        progress = _progress_bar("sweeping", quiet)
+        with progress:
+            task = progress.add_task("runs", total=None)
+
+            def report(done: int, total: int, failed: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = run_sweep(spec, out, workers, resume, report, ray)
+    console.print(
+        f"{result.total} runs: {result.executed} run now, {result.resumed} reused, {result.failed} failed "
+        f"in {result.wall_s:.1f} s"
+    )
+    console.print(f"results: [bold]{result.results_path}[/]  (report: kame-sim report {result.out_dir})")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(
+    spec: Annotated[Path, typer.Argument(help="check TOML file: a small sweep plus thresholds")],
+    out: Annotated[Path | None, typer.Option(help="check directory (default: traces/checks/<name>)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (default: all cores)")] = None,
+    junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="write the Markdown summary here")] = None,
+    resume: Annotated[bool, typer.Option(help="reuse finished runs (off: a gate judges fresh runs)")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """A CI robustness gate: run a small sweep, assert thresholds; exit 1 when one fails."""
+    from kame_sim.sweep import run_check
+
+    with _user_errors():
+        progress = _progress_bar("checking", quiet)
+        with progress:
+            task = progress.add_task("runs", total=None)
+
+            def report(done: int, total: int, failed: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = run_check(spec, out, workers, junit, markdown, resume, report)
+    console.print(result.markdown, highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="a run directory / trace.arrows, or a sweep directory")],
+    out: Annotated[Path | None, typer.Option(help="report directory (default: <path>/report)")] = None,
+    embed_images: Annotated[bool, typer.Option(help="inline the pictures into index.html")] = False,
+) -> None:
+    """Timeline picture, Perfetto export and HTML for a run; robustness curves for a sweep."""
+    with _user_errors():
+        base = path.parent if path.is_file() else path
+        target = out or base / "report"
+        if (base / "results.parquet").exists() or path.suffix == ".parquet":
+            from kame_sim.report.sweep_report import report_for_sweep
+
+            index = report_for_sweep(path, target)
+        else:
+            from kame_sim.report import report_for_trace
+
+            index = report_for_trace(path, target, embed_images=embed_images)
+    console.print(f"report: [bold]{index}[/]")
+
+
 @app.command("init-checkpoint")
 def init_checkpoint(
     directory: Annotated[Path, typer.Argument(help="directory to write the checkpoint into")],

@@ -154,3 +154,58 @@ def test_validate_and_presets_commands():
     assert invoke("validate", DEMO_SCENARIO).exit_code == 0
     presets = invoke("presets")
     assert presets.exit_code == 0 and "gpt-4.1-ttft" in presets.output
+
+
+def write_sweep(tmp_path: Path) -> Path:
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(
+        f"""
+name = "cli-sweep"
+base = "{DEMO_SCENARIO}"
+seeds = 2
+design = "grid"
+
+[set]
+"llm.ttft" = {{ kind = "lognormal", median = 0.73, sigma = 0.32 }}
+
+[parameters]
+"llm.ttft.median" = [0.3, 3.0]
+""",
+        encoding="utf-8",
+    )
+    return spec
+
+
+def test_sweep_then_report_draws_robustness_curves(tmp_path: Path):
+    out = tmp_path / "sw"
+    result = invoke("sweep", write_sweep(tmp_path), "--out", out, "--workers", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "4 runs" in result.output and (out / "results.parquet").exists()
+    shown = invoke("report", out)
+    assert shown.exit_code == 0, shown.output
+    html = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert 'src="curves-llm.ttft.median.png"' in html or "curves-llm.ttft.median.png" in html
+    assert (out / "report" / "curves-llm.ttft.median.png").stat().st_size > 10_000
+
+
+def test_report_of_a_run_has_timeline_and_perfetto(tmp_path: Path):
+    assert invoke("run", DEMO_SCENARIO, "--out", tmp_path / "run", "--quiet").exit_code == 0
+    result = invoke("report", tmp_path / "run" / "trace.arrows")
+    assert result.exit_code == 0, result.output
+    for name in ("index.html", "timeline.png", "trace.perfetto.json"):
+        assert (tmp_path / "run" / "report" / name).exists()
+
+
+def test_check_exits_1_when_a_threshold_fails(tmp_path: Path):
+    base = REPO / "scenarios" / "checks" / "robustness.toml"
+    passed = invoke(
+        "check", base, "--out", tmp_path / "ok", "--workers", "1", "--quiet", "--junit", tmp_path / "ok.xml"
+    )
+    assert passed.exit_code == 0, passed.output
+    assert (tmp_path / "ok.xml").exists()
+    strict = tmp_path / "strict.toml"
+    text = base.read_text(encoding="utf-8").replace('base = "', f'base = "{base.parent}/')
+    strict.write_text(text.replace("value = 0.5", "value = 0.01", 1), encoding="utf-8")
+    failed = invoke("check", strict, "--out", tmp_path / "bad", "--workers", "1", "--quiet")
+    assert failed.exit_code == 1, failed.output
+    assert "FAIL" in failed.output.upper()

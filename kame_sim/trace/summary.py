@@ -2,13 +2,13 @@
 
 Response onset for user turn ``u``: the start of the first front-end speaking burst that begins in
 ``[start_u, start_{u+1})`` minus the end of the turn's last word (negative = it started before the
-user finished; None = no response before the next turn). A burst is a run of front-end text tokens
-(tokens with a text piece: not padding, not end-of-padding) with no silence of ``burst_gap``
-seconds or more inside it.
+user finished; None = no response before the next turn). Turns and bursts are defined once, in
+:mod:`kame_sim.metrics.turns` (docs/metrics.md), and shared with the metrics.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 
@@ -68,34 +68,18 @@ def _rows(table: pa.Table, event: str, columns: list[str]) -> list[dict]:
     return table.filter(pc.equal(table["event"], event)).select(columns).to_pylist()
 
 
-def frontend_bursts(table: pa.Table, burst_gap: float = 1.0) -> list[float]:
-    """Start times of the front-end's speaking bursts (tokens that carry a text piece)."""
-    tokens = table.filter(
-        pc.and_(pc.equal(table["event"], "frontend_token"), pc.is_valid(table["text"]))
-    )["t_sim"].to_pylist()
-    starts: list[float] = []
-    last = None
-    for t in tokens:
-        if last is None or t - last >= burst_gap:
-            starts.append(t)
-        last = t
-    return starts
-
-
 def response_onsets(table: pa.Table) -> list[TurnOnset]:
-    """Per user turn: the onset of the front-end's response (see the module docstring)."""
-    turns: dict[int, list[float]] = {}
-    for r in _rows(table, "user_word", ["utterance", "t_sim", "t_ref"]):
-        span = turns.setdefault(r["utterance"], [r["t_sim"], r["t_ref"]])
-        span[1] = max(span[1], r["t_ref"])
-    bursts = frontend_bursts(table)
-    ordered = sorted(turns.items())
-    out: list[TurnOnset] = []
-    for i, (u, (start, end)) in enumerate(ordered):
-        next_start = ordered[i + 1][1][0] if i + 1 < len(ordered) else float("inf")
-        onset = next((b - end for b in bursts if start <= b < next_start), None)
-        out.append(TurnOnset(u, start, end, onset))
-    return out
+    """Per user turn: the onset of the front-end's response (see :mod:`kame_sim.metrics.turns`)."""
+    from kame_sim.metrics.events import TraceColumns
+    from kame_sim.metrics.turns import frontend_speech, onsets, user_turns
+
+    cols = TraceColumns(table)
+    turns = user_turns(cols)
+    values = onsets(turns, frontend_speech(cols, turns))
+    return [
+        TurnOnset(int(u), float(start), float(end), None if math.isnan(onset) else float(onset))
+        for u, start, end, onset in zip(turns.utterance, turns.start, turns.end, values, strict=True)
+    ]
 
 
 def summarize(trace: TraceData) -> TraceSummary:

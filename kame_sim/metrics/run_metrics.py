@@ -1,0 +1,362 @@
+"""Per-run and per-turn metrics, computed from a trace alone (definitions: docs/metrics.md).
+
+Why from the trace alone: a sweep keeps only traces, and a metric that needed the live
+simulation could not be recomputed when its definition changes. The one input a trace does not
+hold — what the real speaker replied — is passed in (``reference_replies``) or rebuilt from the
+conversation with :func:`reference_replies_from_conversation`.
+
+Undefined values are ``None`` (no turns, no oracle, nothing said, ...), never 0, so that an
+average over runs does not mix "bad" with "not applicable"; :mod:`kame_sim.metrics.aggregate`
+skips and counts them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from kame_sim.conversation import Conversation, user_utterances
+from kame_sim.metrics.events import TraceColumns
+from kame_sim.metrics.oracle_lag import STATUSES, ChunkLags, chunk_lags
+from kame_sim.metrics.text import normalise_words, normalised_edit_distance, pieces_to_words, word_f1
+from kame_sim.metrics.turns import DEFAULT_BURST_GAP, Speech, Turns, frontend_speech, onsets, user_turns
+from kame_sim.trace.reader import TraceData
+
+Number = float | int | None
+
+
+def _opt(value: float) -> float | None:
+    """NaN → None (numpy computations use NaN; the public fields use None)."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _stats(values: list[float | None] | np.ndarray) -> tuple[float | None, float | None]:
+    """(mean, median) of the defined values; (None, None) when there are none."""
+    arr = np.array([v for v in values if v is not None], dtype=float)
+    arr = arr[~np.isnan(arr)]
+    if len(arr) == 0:
+        return None, None
+    return float(arr.mean()), float(np.median(arr))
+
+
+@dataclass
+class TurnMetrics:
+    """Metrics of one user turn and the front-end's response to it (docs/metrics.md, per turn)."""
+
+    utterance: int
+    start_s: float
+    end_s: float
+    responded: bool
+    onset_s: float | None = None
+    onset_clipped_s: float | None = None
+    response_start_s: float | None = None
+    response_end_s: float | None = None
+    response_frames: int = 0
+    response_words: int = 0
+    oracle_coverage: float | None = None
+    oracle_stream_id: int | None = None
+    first_oracle_frame: int | None = None
+    oracle_words: int = 0
+    words_before_oracle: int = 0
+    words_after_oracle: int = 0
+    f1_before: float | None = None
+    f1_after: float | None = None
+    f1_response: float | None = None
+    edit_before: float | None = None
+    edit_after: float | None = None
+    edit_response: float | None = None
+    reply_f1: float | None = None
+    response_text: str = ""
+    oracle_text: str | None = None
+    reference_text: str | None = None
+
+    def as_row(self) -> dict[str, Number]:
+        """Flat numeric row (the three texts left out; ``responded`` as 0/1)."""
+        row = _numeric_fields(self, skip=("response_text", "oracle_text", "reference_text"))
+        row["responded"] = int(self.responded)
+        return row
+
+
+@dataclass
+class RunMetrics:
+    """Metrics of one run (docs/metrics.md, per run). ``as_row`` leaves out the identifiers."""
+
+    conversation_id: str
+    seed: str
+    complete: bool
+    simulated_s: float
+    # turns and onsets
+    n_turns: int = 0
+    n_responded: int = 0
+    turn_over_rate: float | None = None
+    onset_mean_s: float | None = None
+    onset_median_s: float | None = None
+    onset_clipped_mean_s: float | None = None
+    onset_clipped_median_s: float | None = None
+    # oracle lag, per LLM chunk
+    n_chunks: int = 0
+    n_chunks_fed: int = 0
+    n_chunks_skipped: int = 0
+    n_chunks_dropped: int = 0
+    n_chunks_superseded: int = 0
+    n_chunks_pending: int = 0
+    n_chunks_empty: int = 0
+    n_chunks_unmatched: int = 0
+    oracle_lag_mean_s: float | None = None
+    oracle_lag_median_s: float | None = None
+    oracle_lag_p95_s: float | None = None
+    oracle_lag_max_s: float | None = None
+    first_chunk_lag_mean_s: float | None = None
+    first_chunk_lag_max_s: float | None = None
+    # tokens and queue
+    tokens_appended: int = 0
+    tokens_skipped: int = 0
+    skipped_token_rate: float | None = None
+    queue_puts: int = 0
+    queue_drops: int = 0
+    queue_drop_rate: float | None = None
+    # coverage
+    speaking_frames: int = 0
+    oracle_speaking_frames: int = 0
+    oracle_coverage: float | None = None
+    # self-correction and agreement (means over the turns where defined)
+    n_turns_with_oracle: int = 0
+    f1_before_mean: float | None = None
+    f1_after_mean: float | None = None
+    f1_response_mean: float | None = None
+    edit_before_mean: float | None = None
+    edit_after_mean: float | None = None
+    edit_response_mean: float | None = None
+    n_turns_with_reference: int = 0
+    reply_f1_mean: float | None = None
+    # The per-chunk linkage behind the lag numbers (for plots and checks); not part of the row.
+    chunk_lags: ChunkLags | None = field(default=None, repr=False, compare=False)
+
+    def as_row(self) -> dict[str, Number]:
+        """Flat numeric row for a results table (``complete`` as 0/1; no conversation id or seed:
+        the sweep that collects rows adds those, with its parameters)."""
+        row = _numeric_fields(self, skip=("conversation_id", "seed", "chunk_lags"))
+        row["complete"] = int(self.complete)
+        return row
+
+
+def _numeric_fields(obj: object, skip: tuple[str, ...]) -> dict[str, Number]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj) if f.name not in skip}  # type: ignore[arg-type]
+
+
+def compute_metrics(
+    trace: TraceData,
+    reference_replies: Mapping[int, str] | None = None,
+    burst_gap: float = DEFAULT_BURST_GAP,
+) -> tuple[RunMetrics, list[TurnMetrics]]:
+    """All metrics of one trace. ``reference_replies`` maps a user utterance index to the real reply.
+
+    ``RunMetrics.chunk_lags`` keeps the per-chunk linkage (:class:`ChunkLags`) for plots.
+    """
+    cols = TraceColumns(trace.table)
+    turns = user_turns(cols)
+    speech = frontend_speech(cols, turns, burst_gap)
+    lags = chunk_lags(cols)
+    fed_index = _fed_index_by_frame(cols)
+    speaking_oracle = _oracle_at(fed_index, speech.frame)
+
+    t_all = cols.num_at(np.arange(cols.n_rows), "t_sim") if cols.n_rows else np.zeros(0)
+    run = RunMetrics(
+        conversation_id=trace.metadata.get("kame_sim.conversation_id", "?"),
+        seed=trace.metadata.get("kame_sim.seed", "?"),
+        complete=trace.complete,
+        simulated_s=float(np.nanmax(t_all)) if len(t_all) else 0.0,
+    )
+    turn_metrics = _turn_metrics(cols, turns, speech, speaking_oracle, reference_replies or {})
+    _fill_turn_summary(run, turn_metrics)
+    _fill_oracle(run, cols, lags, speaking_oracle)
+    run.chunk_lags = lags
+    return run, turn_metrics
+
+
+# -- oracle --------------------------------------------------------------------------------------
+
+
+def _fed_index_by_frame(cols: TraceColumns) -> np.ndarray:
+    """Oracle index fed at each frame (-1 = padding or no row)."""
+    frames = cols.num("oracle_token_fed", "frame")
+    out = np.full(int(frames.max()) + 1 if len(frames) else 0, -1, dtype=np.int64)
+    out[frames] = cols.num("oracle_token_fed", "oracle_index")
+    return out
+
+
+def _oracle_at(fed_index: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Boolean per frame: was a real oracle text token (index > 0, not START) fed."""
+    ok = (frames >= 0) & (frames < len(fed_index))
+    out = np.zeros(len(frames), dtype=bool)
+    out[ok] = fed_index[frames[ok]] > 0
+    return out
+
+
+def _fill_oracle(run: RunMetrics, cols: TraceColumns, lags: ChunkLags, speaking_oracle: np.ndarray) -> None:
+    run.n_chunks = len(lags.status)
+    for name in STATUSES:
+        setattr(run, f"n_chunks_{name}", lags.count(name))
+    fed = lags.lags
+    if len(fed):
+        run.oracle_lag_mean_s = float(fed.mean())
+        run.oracle_lag_median_s = float(np.median(fed))
+        run.oracle_lag_p95_s = float(np.percentile(fed, 95))
+        run.oracle_lag_max_s = float(fed.max())
+    first = lags.first_chunk_lags
+    if len(first):
+        run.first_chunk_lag_mean_s = float(first.mean())
+        run.first_chunk_lag_max_s = float(first.max())
+    run.tokens_appended = int(cols.num("oracle_append_applied", "n_tokens").clip(min=0).sum())
+    run.tokens_skipped = int(cols.num("oracle_append_applied", "n_skipped").clip(min=0).sum())
+    run.skipped_token_rate = run.tokens_skipped / run.tokens_appended if run.tokens_appended else None
+    run.queue_drops = cols.count("oracle_drop")
+    run.queue_puts = cols.count("oracle_enqueue") + run.queue_drops
+    run.queue_drop_rate = run.queue_drops / run.queue_puts if run.queue_puts else None
+    run.speaking_frames = len(speaking_oracle)
+    run.oracle_speaking_frames = int(speaking_oracle.sum())
+    run.oracle_coverage = run.oracle_speaking_frames / run.speaking_frames if run.speaking_frames else None
+
+
+# -- turns ---------------------------------------------------------------------------------------
+
+
+def _stream_starts(cols: TraceColumns) -> dict[int, float]:
+    """Start time of every LLM stream: the earliest row carrying its id (its ``llm_start``)."""
+    streams = cols.num_at(np.arange(cols.n_rows), "stream_id") if cols.n_rows else np.zeros(0, np.int64)
+    has = np.flatnonzero(streams >= 0)
+    if len(has) == 0:
+        return {}
+    ids = streams[has]
+    t = cols.num_at(has, "t_sim")
+    order = np.lexsort((t, ids))
+    ids_sorted = ids[order]
+    first = np.r_[True, ids_sorted[1:] != ids_sorted[:-1]]
+    return dict(zip(ids_sorted[first].tolist(), t[order][first].tolist(), strict=True))
+
+
+def _turn_metrics(
+    cols: TraceColumns,
+    turns: Turns,
+    speech: Speech,
+    speaking_oracle: np.ndarray,
+    references: Mapping[int, str],
+) -> list[TurnMetrics]:
+    onset = onsets(turns, speech)
+    pieces = cols.strings_at(speech.rows, "text")
+    applied = cols.rows("oracle_append_applied")
+    a_stream = cols.num_at(applied, "stream_id")
+    a_frame = cols.num_at(applied, "frame")
+    a_text = cols.strings_at(applied, "text")
+    starts = _stream_starts(cols)
+    a_stream_start = np.array([starts.get(s, np.inf) for s in a_stream.tolist()], dtype=float)
+
+    out: list[TurnMetrics] = []
+    for u in range(len(turns)):
+        tm = TurnMetrics(
+            utterance=int(turns.utterance[u]),
+            start_s=float(turns.start[u]),
+            end_s=float(turns.end[u]),
+            responded=not math.isnan(onset[u]),
+        )
+        reference = references.get(tm.utterance)
+        tm.reference_text = reference
+        out.append(tm)
+        if not tm.responded:
+            continue
+        tm.onset_s = float(onset[u])
+        tm.onset_clipped_s = max(0.0, tm.onset_s)
+        idx = np.flatnonzero(speech.turn == u)
+        tm.response_start_s = float(speech.t[idx[0]])
+        tm.response_end_s = float(speech.t[idx[-1]])
+        tm.response_frames = len(idx)
+        tm.oracle_coverage = float(speaking_oracle[idx].mean())
+        # Bursts are joined with a space so a burst's first piece cannot glue onto the last word.
+        resp_pieces: list[str] = []
+        for k, i in enumerate(idx.tolist()):
+            gap = " " if k and speech.burst[i] != speech.burst[idx[k - 1]] else ""
+            resp_pieces.append(gap + (pieces[i] or ""))
+        tm.response_text = "".join(resp_pieces).strip()
+        words, word_frames = pieces_to_words(resp_pieces, speech.frame[idx].tolist())
+        tm.response_words = len(words)
+        if reference is not None:
+            tm.reply_f1 = word_f1(words, normalise_words(reference))
+
+        # The turn's oracle: streams started in [start_u, next_start_u), applied by the response's end.
+        end_frame = int(speech.frame[idx[-1]])
+        mine = np.flatnonzero(
+            (a_stream_start >= turns.start[u])
+            & (a_stream_start < turns.next_start[u])
+            & (a_frame <= end_frame)
+        )
+        if len(mine) == 0:
+            tm.words_before_oracle = len(words)
+            continue
+        first_frame = int(a_frame[mine].min())
+        final_stream = int(a_stream[mine].max())
+        final_rows = mine[a_stream[mine] == final_stream]
+        tm.first_oracle_frame = first_frame
+        tm.oracle_stream_id = final_stream
+        tm.oracle_text = " ".join(a_text[i] or "" for i in final_rows.tolist()).strip()
+        oracle_words = normalise_words(tm.oracle_text)
+        tm.oracle_words = len(oracle_words)
+        split = int(np.searchsorted(np.asarray(word_frames), first_frame, side="left"))
+        before, after = words[:split], words[split:]
+        tm.words_before_oracle, tm.words_after_oracle = len(before), len(after)
+        tm.f1_before = word_f1(before, oracle_words)
+        tm.f1_after = word_f1(after, oracle_words)
+        tm.f1_response = word_f1(words, oracle_words)
+        tm.edit_before = normalised_edit_distance(before, oracle_words)
+        tm.edit_after = normalised_edit_distance(after, oracle_words)
+        tm.edit_response = normalised_edit_distance(words, oracle_words)
+    return out
+
+
+def _fill_turn_summary(run: RunMetrics, turns: list[TurnMetrics]) -> None:
+    run.n_turns = len(turns)
+    run.n_responded = sum(t.responded for t in turns)
+    run.turn_over_rate = run.n_responded / run.n_turns if run.n_turns else None
+    run.onset_mean_s, run.onset_median_s = _stats([t.onset_s for t in turns])
+    run.onset_clipped_mean_s, run.onset_clipped_median_s = _stats([t.onset_clipped_s for t in turns])
+    run.n_turns_with_oracle = sum(t.oracle_words > 0 and t.response_words > 0 for t in turns)
+    for name in ("f1_before", "f1_after", "f1_response", "edit_before", "edit_after", "edit_response"):
+        setattr(run, f"{name}_mean", _stats([getattr(t, name) for t in turns])[0])
+    run.n_turns_with_reference = sum(t.reply_f1 is not None for t in turns)
+    run.reply_f1_mean = _stats([t.reply_f1 for t in turns])[0]
+
+
+# -- the real speaker's replies ------------------------------------------------------------------
+
+
+def reference_replies_from_conversation(
+    conversation: Conversation, scenario_dict: Mapping[str, Any]
+) -> dict[int, str]:
+    """What the front-end's speaker really said after each user utterance, by utterance index.
+
+    Utterances are split exactly as the simulated STT splits them (``user_utterances`` with the
+    scenario's ``stt.utterance_gap``), so index ``u`` here is ``user_word.utterance`` in the trace.
+    The reply to ``u`` is every word of the front-end speaker that starts in
+    ``[start of u's last word, start of utterance u+1)`` — from the last word's start, not its end,
+    because real replies often overlap the user's last word (the same anchor the ``hint`` content
+    source uses for the "true next reply"). An empty string means the real speaker said nothing.
+    ``scenario_dict`` is a resolved scenario (``TraceData.scenario``); missing keys take the
+    scenario defaults.
+    """
+    conv = scenario_dict.get("conversation", {})
+    user = conv.get("user_speaker", "A")
+    frontend = conv.get("frontend_speaker", "B")
+    gap = float(scenario_dict.get("stt", {}).get("utterance_gap", 0.8))
+    utterances = user_utterances(conversation.words_of(user), gap)
+    replies = conversation.words_of(frontend)
+    reply_starts = np.array([w.start for w in replies], dtype=float)
+    out: dict[int, str] = {}
+    for u, utterance in enumerate(utterances):
+        lo = utterance[-1].start
+        hi = utterances[u + 1][0].start if u + 1 < len(utterances) else math.inf
+        i0, i1 = np.searchsorted(reply_starts, [lo, hi], side="left")
+        out[u] = " ".join(w.text for w in replies[int(i0) : int(i1)])
+    return out

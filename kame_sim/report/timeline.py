@@ -1,0 +1,638 @@
+"""The timeline picture: one run's lanes (user → STT → LLM → oracle → front-end) on one time axis.
+
+This is the picture that explains KAME: the user is still talking while STT partials trickle in,
+the stream manager starts and cancels LLM streams, their text is fed to the front-end one oracle
+token per 80 ms frame, and the front-end is already speaking (and correcting itself). Everything is
+read from the trace alone (:func:`extract_timeline`), so the picture shows what the run recorded,
+not what the simulator meant to do; the Perfetto export reuses the same extraction.
+
+Rendering uses :class:`matplotlib.figure.Figure` directly (Agg canvas, no pyplot): no display is
+needed and the caller's global matplotlib state (backend, open figures) is left alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from kame_sim.trace.reader import TraceData
+
+if TYPE_CHECKING:  # matplotlib is imported lazily: the Perfetto export needs only the extraction.
+    from matplotlib.axes import Axes
+
+# --------------------------------------------------------------------------------------------------
+# Extraction: trace rows -> plain records (shared with the Perfetto export)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Word:
+    """A spoken word: the user's (``group`` = utterance) or the front-end's (``group`` = burst)."""
+
+    start: float
+    end: float
+    text: str
+    group: int
+
+
+@dataclass(frozen=True)
+class SttResult:
+    """An STT partial or final: when it arrived and the speech time it refers to."""
+
+    t: float
+    speech_t: float | None
+    text: str
+    utterance: int | None
+    final: bool
+
+
+@dataclass
+class Stream:
+    """One LLM stream's life: start, first chunk, chunks, and how it ended.
+
+    ``status`` is ``done`` (finished), ``cancelled`` (superseded by a newer start) or ``open`` (the
+    trace ended first, e.g. a partial trace); an open stream's ``end`` is the trace's last time.
+    """
+
+    stream_id: int
+    start: float
+    end: float
+    status: Literal["done", "cancelled", "open"]
+    reason: str | None
+    user_words: int | None
+    first_chunk: float | None = None
+    chunks: list[tuple[float, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OracleFrame:
+    """What was fed at one frame: START, a text token (of chunk ``chunk``) or padding."""
+
+    t: float
+    frame: int
+    kind: Literal["start", "text", "pad"]
+    oracle_index: int | None
+    chunk: int | None
+
+
+@dataclass
+class OracleChunk:
+    """An appended LLM chunk and the frames its tokens were actually fed (none if all were late)."""
+
+    stream_id: int | None
+    text: str
+    applied_t: float
+    enqueued_t: float | None
+    first_index: int | None
+    n_tokens: int
+    n_skipped: int
+    fed_start: float | None = None
+    fed_end: float | None = None
+
+
+@dataclass(frozen=True)
+class OracleReset:
+    """A reset applied before step ``frame`` (t = that frame's time); START is fed at that frame."""
+
+    t: float
+    frame: int
+    stream_id: int | None
+    enqueued_t: float | None
+
+
+@dataclass(frozen=True)
+class QueuePoint:
+    """The oracle queue length after an event: a put (enqueue/drop) or a drain at a frame."""
+
+    t: float
+    queue_len: int
+    kind: Literal["enqueue", "drop", "drain"]
+    detail: str | None
+    stream_id: int | None
+
+
+@dataclass
+class TimelineData:
+    """Everything the timeline and the Perfetto export draw, read from one trace."""
+
+    conversation_id: str
+    seed: str
+    frontend: str
+    time_coupling: str
+    run_name: str
+    complete: bool
+    frame_s: float
+    t_end: float
+    user_words: list[Word]
+    stt: list[SttResult]
+    streams: list[Stream]
+    rate_limited: list[float]
+    oracle_frames: list[OracleFrame]
+    oracle_chunks: list[OracleChunk]
+    resets: list[OracleReset]
+    queue: list[QueuePoint]
+    frontend_words: list[Word]
+    late_frames: list[float]
+
+    @property
+    def drops(self) -> list[QueuePoint]:
+        return [q for q in self.queue if q.kind == "drop"]
+
+
+def _frontend_words(pieces: list[tuple[float, str]], frame_s: float, join_gap: float) -> list[Word]:
+    """Join text pieces into words: a piece starting with a space starts a word, others continue it.
+
+    A continuation piece after a silence of ``join_gap`` or more starts a new word anyway (it belongs
+    to a new burst). ``group`` numbers the speaking bursts, so the Perfetto export can nest words in
+    bursts. A word spans from its first token to the next word of its burst (the front-end emits
+    about three tokens a second, so a one-token word would otherwise be an unreadable 80 ms sliver);
+    the last word of a burst ends one frame after its last token.
+    """
+    words: list[list] = []  # [start, last_t, text, group]
+    group = -1
+    last_t: float | None = None
+    for t, raw in pieces:
+        piece = raw.replace("▁", " ")
+        new_burst = last_t is None or t - last_t >= join_gap
+        if new_burst:
+            group += 1
+        if new_burst or piece[:1].isspace() or not words:
+            words.append([t, t, piece.strip(), group])
+        else:
+            words[-1][1] = t
+            words[-1][2] += piece.strip()
+        last_t = t
+    words = [w for w in words if w[2]]
+    out: list[Word] = []
+    for i, (start, last, text, g) in enumerate(words):
+        # a word lasts until the next word of its burst starts: that is when it is being "spoken"
+        nxt = words[i + 1] if i + 1 < len(words) else None
+        end = nxt[0] if nxt is not None and nxt[3] == g else last + frame_s
+        out.append(Word(start, max(end, last + frame_s), text, g))
+    return out
+
+
+def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
+    """Turn trace rows into per-lane records (one pass over the rows, in event order).
+
+    The oracle's text is not stored per fed token, only per applied append; the mapping from a fed
+    ``oracle_index`` back to the chunk that supplied it is rebuilt here, exactly as the oracle did it:
+    a reset (explicit, or implicit for an append with no oracle yet) starts a fresh index space.
+    """
+    meta = trace.metadata
+    frame_s = float(meta.get("kame_sim.frame_seconds", "0.08"))
+    rows = trace.table.to_pylist()
+    t_end = max((r["t_sim"] for r in rows if r["t_sim"] is not None), default=0.0)
+
+    user_words: list[Word] = []
+    stt: list[SttResult] = []
+    streams: dict[int, Stream] = {}
+    rate_limited: list[float] = []
+    oracle_frames: list[OracleFrame] = []
+    chunks: list[OracleChunk] = []
+    resets: list[OracleReset] = []
+    queue: list[QueuePoint] = []
+    pieces: list[tuple[float, str]] = []
+    late: list[float] = []
+
+    index_map: dict[int, int] | None = None  # fed oracle_index -> chunk number, for the current oracle
+    drained_at: int | None = None
+    for r in rows:
+        ev, t = r["event"], r["t_sim"]
+        if ev == "user_word":
+            user_words.append(
+                Word(t, r["t_ref"] if r["t_ref"] is not None else t, r["text"] or "", r["utterance"] or 0)
+            )
+        elif ev in ("stt_partial", "stt_final"):
+            stt.append(SttResult(t, r["t_ref"], r["text"] or "", r["utterance"], ev == "stt_final"))
+        elif ev == "llm_start":
+            sid = r["stream_id"]
+            streams[sid] = Stream(sid, t, t, "open", r["detail"], r["word_count"])
+        elif ev == "llm_rate_limited":
+            rate_limited.append(t)
+        elif ev in ("llm_first_chunk", "llm_chunk", "llm_cancel", "llm_done"):
+            s = streams.get(r["stream_id"])
+            if s is None:  # a stream whose start was not recorded: make it visible anyway
+                s = streams[r["stream_id"]] = Stream(r["stream_id"], t, t, "open", None, None)
+            if ev == "llm_first_chunk":
+                s.first_chunk = t
+            elif ev == "llm_chunk":
+                s.chunks.append((t, r["text"] or ""))
+            else:
+                s.status = "cancelled" if ev == "llm_cancel" else "done"
+                s.end = t
+        elif ev in ("oracle_enqueue", "oracle_drop"):
+            if r["queue_len"] is not None:
+                kind = "enqueue" if ev == "oracle_enqueue" else "drop"
+                queue.append(QueuePoint(t, r["queue_len"], kind, r["detail"], r["stream_id"]))
+        elif ev in ("oracle_reset_applied", "oracle_append_applied"):
+            if drained_at != r["frame"]:  # the frame loop drains the whole queue at once
+                queue.append(QueuePoint(t, 0, "drain", None, None))
+                drained_at = r["frame"]
+            if ev == "oracle_reset_applied":
+                resets.append(OracleReset(t, r["frame"], r["stream_id"], r["t_ref"]))
+                index_map = {}
+            else:
+                chunk = OracleChunk(
+                    r["stream_id"],
+                    r["text"] or "",
+                    t,
+                    r["t_ref"],
+                    r["oracle_index"],
+                    r["n_tokens"] or 0,
+                    r["n_skipped"] or 0,
+                )
+                chunks.append(chunk)
+                if index_map is None and chunk.n_tokens:  # KAME: an append with no oracle resets first
+                    index_map = {}
+                if index_map is not None and chunk.first_index is not None:
+                    for i in range(chunk.first_index, chunk.first_index + chunk.n_tokens):
+                        index_map[i] = len(chunks) - 1
+        elif ev == "oracle_token_fed":
+            idx = r["oracle_index"]
+            if idx is None:
+                oracle_frames.append(OracleFrame(t, r["frame"], "pad", None, None))
+            elif idx == 0:
+                oracle_frames.append(OracleFrame(t, r["frame"], "start", 0, None))
+            else:
+                c = (index_map or {}).get(idx)
+                oracle_frames.append(OracleFrame(t, r["frame"], "text", idx, c))
+                if c is not None:
+                    ch = chunks[c]
+                    ch.fed_start = t if ch.fed_start is None else ch.fed_start
+                    ch.fed_end = t + frame_s
+        elif ev == "frontend_token":
+            if r["text"]:
+                pieces.append((t, r["text"]))
+        elif ev == "frame" and r["detail"] == "late":
+            late.append(t)
+
+    for s in streams.values():
+        if s.status == "open":
+            s.end = max(t_end, s.start)
+    scenario = trace.scenario
+    return TimelineData(
+        conversation_id=meta.get("kame_sim.conversation_id", "?"),
+        seed=meta.get("kame_sim.seed", "?"),
+        frontend=meta.get("kame_sim.frontend", "?"),
+        time_coupling=meta.get("kame_sim.time_coupling", "?"),
+        run_name=str(scenario.get("run", {}).get("name", "")),
+        complete=trace.complete,
+        frame_s=frame_s,
+        t_end=t_end,
+        user_words=user_words,
+        stt=stt,
+        streams=sorted(streams.values(), key=lambda s: (s.start, s.stream_id)),
+        rate_limited=rate_limited,
+        oracle_frames=oracle_frames,
+        oracle_chunks=chunks,
+        resets=resets,
+        queue=queue,
+        frontend_words=_frontend_words(pieces, frame_s, join_gap),
+        late_frames=late,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------
+
+FONT = 7.0  # points, for labels inside lanes
+_CHAR_IN = FONT / 72 * 0.60  # average DejaVu Sans glyph width (inches) at FONT, with a little slack
+SUB = 1.0  # height of one sub-row in lane units
+_UNIT_IN = 0.21  # inches per lane unit
+_MARGIN_IN = 1.6  # lane names on the left, a little space on the right
+MIN_WIDTH_IN = 9.0
+
+C_UTTER = ["#9ecae1", "#fdae6b", "#a1d99b", "#bcbddc", "#fc9272", "#c7e9c0", "#dadaeb", "#fdd0a2"]
+C_UTTER_EDGE = ["#3182bd", "#e6550d", "#31a354", "#756bb1", "#de2d26", "#41ab5d", "#6a51a3", "#d94801"]
+C_PARTIAL = "#737373"
+C_FINAL = "#08519c"
+C_WAIT = "#c6dbef"
+C_STREAM = "#2171b5"
+C_CANCEL = "#fcbba1"
+C_CANCEL_EDGE = "#cb181d"
+C_EMPTY = "#d9d9d9"
+C_START = "#6a3d9a"
+C_TEXT = ("#1b9e77", "#66c2a5")  # alternating per chunk so word boundaries show in the strip
+C_PAD = "#f0f0f0"
+C_RESET = "#6a3d9a"
+C_FRONT = "#fdd49e"
+C_FRONT_EDGE = "#d7301f"
+C_ALERT = "#e31a1c"
+
+
+def _text_seconds(text: str, spi: float) -> float:
+    """How many seconds of the time axis a FONT-sized label takes, at ``spi`` seconds per inch."""
+    return (len(text) + 1) * _CHAR_IN * spi
+
+
+def _pack(spans: list[tuple[float, float]], gap: float) -> tuple[list[int], int]:
+    """Greedy interval packing: the first sub-row whose last item ended ``gap`` before this start.
+
+    Spans must come sorted by start. Used so labels and overlapping bars never collide.
+    """
+    ends: list[float] = []
+    rows: list[int] = []
+    for a, b in spans:
+        for i, e in enumerate(ends):
+            if a >= e + gap:
+                ends[i] = b
+                rows.append(i)
+                break
+        else:
+            ends.append(b)
+            rows.append(len(ends) - 1)
+    return rows, max(1, len(ends))
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+@dataclass
+class _Lane:
+    """A horizontal band of the row axes: a name and how many sub-rows it needs."""
+
+    name: str
+    units: float
+    y0: float = 0.0
+
+
+def _in_window(a: float, b: float, t0: float, t1: float) -> bool:
+    return b >= t0 and a <= t1
+
+
+class _RowPainter:
+    """Draws every lane for one time window [t0, t1] into one axes (lanes are y bands)."""
+
+    def __init__(self, data: TimelineData, t0: float, t1: float, spi: float) -> None:
+        self.d, self.t0, self.t1, self.spi = data, t0, t1, spi
+        self.gap = 0.15 * spi  # minimum horizontal space between labels in one sub-row (seconds)
+        d = data
+        self.users = [w for w in d.user_words if _in_window(w.start, w.end, t0, t1)]
+        self.user_rows, self.n_user = _pack(
+            [(w.start, max(w.end, w.start + _text_seconds(w.text, spi))) for w in self.users], self.gap
+        )
+        self.finals = [s for s in d.stt if s.final and _in_window(s.speech_t or s.t, s.t, t0, t1 + 5)]
+        self.final_labels = [self._final_label(s) for s in self.finals]
+        self.final_rows, self.n_final = _pack(
+            [
+                (s.t, s.t + _text_seconds(lbl, spi))
+                for s, lbl in zip(self.finals, self.final_labels, strict=True)
+            ],
+            self.gap,
+        )
+        self.streams = [s for s in d.streams if _in_window(s.start, s.end, t0, t1)]
+        self.stream_rows, self.n_stream = _pack(
+            [(s.start, max(s.end, s.start + _text_seconds(f"#{s.stream_id}", spi))) for s in self.streams],
+            0.02 * spi,
+        )
+        self.chunks = [
+            c
+            for c in d.oracle_chunks
+            if c.fed_start is not None and _in_window(c.fed_start, c.fed_end or 0, t0, t1)
+        ]
+        self.chunk_rows, self.n_chunk = _pack(
+            [
+                (c.fed_start or 0.0, (c.fed_start or 0.0) + _text_seconds(c.text.strip(), spi))
+                for c in self.chunks
+            ],
+            0.05 * spi,
+        )
+        self.fwords = [w for w in d.frontend_words if _in_window(w.start, w.end, t0, t1)]
+        self.fword_rows, self.n_fword = _pack(
+            [(w.start, max(w.end, w.start + _text_seconds(w.text, spi))) for w in self.fwords], self.gap
+        )
+        self.lanes = [
+            _Lane("user\nwords", self.n_user * SUB + 0.4),
+            _Lane("STT\npartials, finals", (1 + self.n_final) * SUB + 0.4),
+            _Lane("LLM\nstreams", self.n_stream * SUB + 0.4),
+            _Lane("oracle\nfed per frame", (self.n_chunk + 1.2) * SUB + 0.4),
+            _Lane("front-end\nwords", self.n_fword * SUB + 0.4),
+        ]
+        y = 0.0
+        for lane in self.lanes:
+            lane.y0 = y
+            y += lane.units
+        self.height = y
+
+    @staticmethod
+    def _final_label(s: SttResult) -> str:
+        return "final: " + _short(s.text, 56)
+
+    # each sub-row i of a lane spans [y0 + 0.2 + i, y0 + 0.2 + i + 1); items use 70 % of it
+    def _y(self, lane: int, sub: float) -> float:
+        return self.lanes[lane].y0 + 0.2 + sub * SUB
+
+    def paint(self, ax: Axes) -> None:
+        from matplotlib.patches import Rectangle
+        from matplotlib.ticker import MultipleLocator
+
+        d = self.d
+        ax.set_xlim(self.t0, self.t1)
+        ax.set_ylim(self.height, 0)
+        for i, lane in enumerate(self.lanes):
+            if i % 2:
+                ax.axhspan(lane.y0, lane.y0 + lane.units, color="#f7f7f7", zorder=0, lw=0)
+            ax.axhline(lane.y0, color="#bdbdbd", lw=0.6, zorder=1)
+        ax.set_yticks([lane.y0 + lane.units / 2 for lane in self.lanes])
+        ax.set_yticklabels([lane.name for lane in self.lanes], fontsize=8)
+        ax.tick_params(axis="y", length=0)
+        ax.xaxis.set_major_locator(MultipleLocator(1.0 if (self.t1 - self.t0) <= 40 else 5.0))
+        ax.xaxis.set_minor_locator(MultipleLocator(0.2 if (self.t1 - self.t0) <= 40 else 1.0))
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", which="major", color="#e0e0e0", lw=0.6, zorder=0)
+        ax.set_axisbelow(True)
+
+        text_kw = {"fontsize": FONT, "va": "center", "ha": "left", "clip_on": True, "zorder": 5}
+        h = 0.7 * SUB
+
+        # user words: a box from start to end, the word at its start; colour per utterance
+        for w, sub in zip(self.users, self.user_rows, strict=True):
+            y = self._y(0, sub)
+            k = w.group % len(C_UTTER)
+            ax.add_patch(
+                Rectangle((w.start, y), w.end - w.start, h, fc=C_UTTER[k], ec=C_UTTER_EDGE[k], lw=0.6)
+            )
+            ax.text(w.start + 0.02 * self.spi, y + h / 2, w.text, **text_kw)
+
+        # STT: partials as ticks at arrival, with a thin line back to the speech they cover (latency)
+        y = self._y(1, 0)
+        for s in d.stt:
+            if s.final or not _in_window(s.speech_t or s.t, s.t, self.t0, self.t1):
+                continue
+            if s.speech_t is not None:
+                ax.plot([s.speech_t, s.t], [y + h / 2] * 2, color=C_PARTIAL, lw=0.6, alpha=0.6, zorder=3)
+            ax.plot([s.t, s.t], [y + 0.05, y + h - 0.05], color=C_PARTIAL, lw=1.2, zorder=4)
+        for s, lbl, sub in zip(self.finals, self.final_labels, self.final_rows, strict=True):
+            y = self._y(1, 1 + sub)
+            if s.speech_t is not None:
+                ax.plot([s.speech_t, s.t], [y + h / 2] * 2, color=C_FINAL, lw=0.8, zorder=3)
+            ax.plot([s.t], [y + h / 2], marker="D", ms=4.5, color=C_FINAL, zorder=5, clip_on=True)
+            ax.text(s.t + 0.08 * self.spi, y + h / 2, lbl, color=C_FINAL, **text_kw)
+
+        # LLM streams: waiting for the first token (light), streaming (dark), cancelled (red hatch)
+        for s, sub in zip(self.streams, self.stream_rows, strict=True):
+            y = self._y(2, sub)
+            dur = max(s.end - s.start, 1e-3)
+            if s.status == "cancelled":
+                ax.add_patch(
+                    Rectangle(
+                        (s.start, y), dur, h, fc=C_CANCEL, ec=C_CANCEL_EDGE, hatch="////", lw=0.8, zorder=3
+                    )
+                )
+            elif s.first_chunk is None:  # ended (or still waiting) without a single non-blank chunk
+                ax.add_patch(Rectangle((s.start, y), dur, h, fc=C_EMPTY, ec="#969696", lw=0.6, zorder=3))
+            else:
+                ax.add_patch(
+                    Rectangle((s.start, y), s.first_chunk - s.start, h, fc=C_WAIT, ec=C_STREAM, lw=0.6)
+                )
+                ax.add_patch(
+                    Rectangle(
+                        (s.first_chunk, y),
+                        max(s.end - s.first_chunk, 1e-3),
+                        h,
+                        fc=C_STREAM,
+                        ec=C_STREAM,
+                        lw=0.6,
+                    )
+                )
+            if s.first_chunk is not None:
+                ax.plot([s.first_chunk], [y - 0.02], marker="v", ms=5, color="black", zorder=6, clip_on=True)
+            for tc, _ in s.chunks:
+                ax.plot([tc, tc], [y + 0.45 * h, y + h], color="white", lw=0.5, zorder=4)
+            label = f"#{s.stream_id}"
+            ax.text(
+                s.start + 0.02 * self.spi, y + h / 2, label, color="#08306b", fontweight="bold", **text_kw
+            )
+        for t in d.rate_limited:
+            if self.t0 <= t <= self.t1:
+                ax.plot([t], [self._y(2, 0) + h / 2], marker="x", ms=6, color=C_ALERT, mew=1.5, zorder=7)
+
+        # oracle: labels (chunk text at its first fed token) above one strip of per-frame cells
+        for c, sub in zip(self.chunks, self.chunk_rows, strict=True):
+            y = self._y(3, sub)
+            ax.text(c.fed_start or 0.0, y + h / 2, c.text.strip(), color="#00441b", **text_kw)
+        ys = self._y(3, self.n_chunk) + 0.1
+        fs = d.frame_s
+        for f in d.oracle_frames:
+            if not (self.t0 - fs <= f.t <= self.t1):
+                continue
+            if f.kind == "pad":
+                color = C_PAD
+            elif f.kind == "start":
+                color = C_START
+            else:
+                color = C_TEXT[(f.chunk or 0) % 2]
+            ax.add_patch(Rectangle((f.t, ys), fs, h, fc=color, ec="none", zorder=3))
+        for c in d.oracle_chunks:
+            if c.n_skipped and self.t0 <= c.applied_t <= self.t1:
+                ax.plot(
+                    [c.applied_t], [ys + h + 0.15], marker="^", ms=5, color=C_ALERT, zorder=7, clip_on=True
+                )
+                ax.text(
+                    c.applied_t + 0.05 * self.spi,
+                    ys + h + 0.15,
+                    f"{c.n_skipped} late",
+                    color=C_ALERT,
+                    **text_kw,
+                )
+        for q in d.drops:
+            if self.t0 <= q.t <= self.t1:
+                ax.plot([q.t], [ys + h / 2], marker="x", ms=6, color=C_ALERT, mew=1.5, zorder=7)
+        top = self.lanes[2].y0  # resets: a line through the LLM and oracle lanes, to the front-end
+        for r in d.resets:
+            if self.t0 <= r.t <= self.t1:
+                ax.plot([r.t, r.t], [top, self.height], color=C_RESET, lw=0.9, ls="--", alpha=0.55, zorder=2)
+
+        # front-end words: the text pieces it produced, joined into words, at their token times
+        for w, sub in zip(self.fwords, self.fword_rows, strict=True):
+            y = self._y(4, sub)
+            ax.add_patch(
+                Rectangle((w.start, y), w.end - w.start, h, fc=C_FRONT, ec=C_FRONT_EDGE, lw=0.6, zorder=3)
+            )
+            ax.text(w.start + 0.02 * self.spi, y + h / 2, w.text, color="#67000d", **text_kw)
+        for t in d.late_frames:
+            if self.t0 <= t <= self.t1:
+                ax.plot([t, t], [self.lanes[4].y0, self.height], color=C_ALERT, lw=0.5, alpha=0.6, zorder=2)
+
+
+def _legend_handles() -> list:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    return [
+        Patch(fc=C_UTTER[0], ec=C_UTTER_EDGE[0], label="user word (colour = utterance)"),
+        Line2D([], [], color=C_PARTIAL, marker="|", ms=8, lw=0.6, label="STT partial (line = latency)"),
+        Line2D([], [], color=C_FINAL, marker="D", ms=4.5, lw=0.8, label="STT final"),
+        Patch(fc=C_WAIT, ec=C_STREAM, label="LLM waiting for 1st token"),
+        Patch(fc=C_STREAM, ec=C_STREAM, label="LLM streaming (ticks = chunks)"),
+        Line2D([], [], color="black", marker="v", ls="none", ms=5, label="first chunk"),
+        Patch(fc=C_CANCEL, ec=C_CANCEL_EDGE, hatch="////", label="LLM cancelled"),
+        Patch(fc=C_EMPTY, ec="#969696", label="LLM no text"),
+        Line2D([], [], color=C_ALERT, marker="x", ls="none", ms=6, mew=1.5, label="rate-limited / dropped"),
+        Patch(fc=C_START, label="oracle START"),
+        Patch(fc=C_TEXT[0], label="oracle text token"),
+        Patch(fc=C_PAD, ec="#bdbdbd", label="padding"),
+        Line2D([], [], color=C_RESET, ls="--", lw=0.9, label="oracle reset applied"),
+        Patch(fc=C_FRONT, ec=C_FRONT_EDGE, label="front-end word"),
+    ]
+
+
+def plot_timeline(
+    trace: TraceData,
+    path: Path,
+    t_range: tuple[float, float] | None = None,
+    *,
+    seconds_per_inch: float = 1.25,
+    max_row_seconds: float = 24.0,
+    dpi: int = 110,
+) -> Path:
+    """Draw the run's timeline to a PNG at ``path`` and return ``path``.
+
+    The scale is fixed (``seconds_per_inch``) rather than fitted to the figure, because the labels
+    (words, oracle chunks) only stay legible at a fixed density; a window longer than
+    ``max_row_seconds`` is split into several rows of equal length stacked vertically, each with its
+    own copy of the lanes. ``t_range`` restricts the picture to a window (seconds of simulated time).
+    """
+    from matplotlib.figure import Figure
+
+    data = extract_timeline(trace)
+    # by default one frame past the last event, so the last frame's cell and word are visible
+    t0, t1 = t_range if t_range is not None else (0.0, data.t_end + data.frame_s)
+    if not t1 > t0:
+        raise ValueError(f"empty time range {t0}..{t1}")
+    n_rows = max(1, math.ceil((t1 - t0) / max_row_seconds - 1e-9))
+    row_len = (t1 - t0) / n_rows
+    # a short window is a zoom: stretch it to a readable minimum width instead of a thumbnail
+    seconds_per_inch = min(seconds_per_inch, row_len / (MIN_WIDTH_IN - _MARGIN_IN))
+    painters = [
+        _RowPainter(data, t0 + i * row_len, t0 + (i + 1) * row_len, seconds_per_inch) for i in range(n_rows)
+    ]
+    width = row_len / seconds_per_inch + _MARGIN_IN
+    heights = [p.height * _UNIT_IN + 0.45 for p in painters]
+    fig = Figure(figsize=(width, sum(heights) + 1.5), dpi=dpi, layout="constrained")
+    axes = fig.subplots(n_rows, 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, painter in zip(axes, painters, strict=True):
+        painter.paint(ax)
+    axes[-1].set_xlabel("simulated time (s)", fontsize=8)
+    window = f"window {t0:.1f}–{t1:.1f} s" if t_range is not None else f"{data.t_end:.1f} s simulated"
+    details = [f"front-end {data.frontend}", f"time coupling {data.time_coupling}", window]
+    if data.run_name:
+        details.insert(0, f"run {data.run_name}")
+    if not trace.complete:
+        details.append("PARTIAL trace (no run_end)")
+    fig.suptitle(
+        f"kame-sim timeline — conversation {data.conversation_id} · seed {data.seed}\n"
+        + "  ·  ".join(details),
+        fontsize=10,
+    )
+    ncol = max(3, min(7, int(width / 2.3)))
+    fig.legend(handles=_legend_handles(), loc="outside lower center", ncol=ncol, fontsize=7.5, frameon=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

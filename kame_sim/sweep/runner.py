@@ -1,0 +1,460 @@
+"""Running a sweep: many independent runs in worker processes (or on Ray), resumable, one table.
+
+Each run writes ``runs/<run_id>/`` (the trace via :func:`kame_sim.runner.run_scenario`, then
+``metrics.json``); the parent only schedules, counts and finally gathers every run's
+``metrics.json`` into ``results.parquet``. Because a run's output is complete only when its trace
+ends with ``run_end`` *and* its ``metrics.json`` exists (written last, atomically), a sweep killed
+at any moment can be re-run: finished runs are skipped, half-done run directories are redone.
+
+A failed run (bad input only visible at run time, a crash in the simulation) is recorded with
+status ``failed`` and its error, and the sweep goes on: one broken design point must not cost the
+other hundreds. Failed runs are retried on the next resume.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kame_sim import __version__
+from kame_sim.conversation import Conversation
+from kame_sim.errors import InputError
+from kame_sim.sweep.spec import PlannedRun, SweepPlan, load_sweep
+from kame_sim.trace import TraceData
+
+#: ``progress(done, total, failed)``: runs finished (resumed ones included), runs in the sweep,
+#: runs failed so far. Called in the calling process, once at the start and after every run.
+ProgressCallback = Callable[[int, int, int], None]
+
+METRICS_FILE = "metrics.json"
+ERROR_FILE = "error.json"
+RESULTS_FILE = "results.parquet"
+RESOLVED_FILE = "sweep.resolved.json"
+RUNS_DIR = "runs"
+FIXED_COLUMNS = ("run_id", "status", "error", "conversation_id", "seed")
+#: How often a process pool may be rebuilt after a worker died (OOM killer, segfault, SIGKILL)
+#: before the runs still pending are recorded as failed; bounds the damage of a run that kills
+#: its worker every time.
+MAX_POOL_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """What a worker needs for one run: plain data, so it pickles to processes and Ray."""
+
+    run_id: str
+    run_dir: str
+    scenario: dict[str, Any]
+    parameters: dict[str, Any]
+    seed: int
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """One run's result as the parent sees it."""
+
+    run_id: str
+    status: str  # "ok" | "failed"
+    error: str | None
+    conversation_id: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did: the results table and which runs ran, were resumed, or failed."""
+
+    out_dir: Path
+    results_path: Path
+    table: pa.Table
+    plan: SweepPlan
+    executed: list[str]  # run ids run by this call (ok or failed)
+    resumed: list[str]  # run ids found complete and skipped
+    failed: list[str]  # run ids whose status is "failed"
+    wall_s: float
+
+    @property
+    def total(self) -> int:
+        return len(self.plan.runs)
+
+    @property
+    def ok(self) -> bool:
+        """True when every run of the sweep finished."""
+        return not self.failed
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write-then-rename, so a reader (or a resume) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        return exc.one_line()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def metrics_row(trace: TraceData, conversation: Conversation | None = None) -> dict[str, Any]:
+    """The per-run metric columns of one complete trace (:meth:`RunMetrics.as_row`).
+
+    With the conversation, the reply-agreement metrics (``reply_f1_mean``) are filled in too:
+    the reference is what the front-end's speaker really said after each user utterance.
+    """
+    from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
+
+    references = None
+    if conversation is not None:
+        references = reference_replies_from_conversation(conversation, trace.scenario)
+    run_metrics, _turns = compute_metrics(trace, references)
+    return run_metrics.as_row()
+
+
+def execute_run(task: RunTask) -> RunOutcome:
+    """Run one sweep run from scratch and write its ``metrics.json`` (runs in a worker).
+
+    Never raises for a failed run: the error is returned (and written to ``error.json``) so the
+    sweep can go on. The run directory is wiped first: whatever a killed worker left is redone.
+    """
+    from kame_sim.config import scenario_from_dict
+    from kame_sim.runner import load_run_conversation, run_scenario
+    from kame_sim.trace import read_trace
+
+    started = time.perf_counter()
+    run_dir = Path(task.run_dir)
+    conversation_id = task.conversation_id
+    try:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        scenario = scenario_from_dict(task.scenario, run_dir / "scenario.resolved.json")
+        result = run_scenario(scenario, run_dir)
+        conversation_id = result.conversation_id
+        trace = read_trace(result.run_dir)
+        if not trace.complete:
+            raise RuntimeError("the run ended without a complete trace")
+        row = metrics_row(trace, load_run_conversation(scenario))
+        wall = time.perf_counter() - started
+        _write_json_atomic(
+            run_dir / METRICS_FILE,
+            {
+                "run_id": task.run_id,
+                "status": "ok",
+                "kame_sim_version": __version__,
+                "conversation_id": conversation_id,
+                "seed": task.seed,
+                "parameters": task.parameters,
+                "wall_s": wall,
+                "metrics": row,
+            },
+        )
+        return RunOutcome(task.run_id, "ok", None, conversation_id, row, wall)
+    except Exception as exc:
+        message = _error_text(exc)
+        wall = time.perf_counter() - started
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)
+            _write_json_atomic(
+                run_dir / ERROR_FILE,
+                {"run_id": task.run_id, "status": "failed", "error": message, "parameters": task.parameters},
+            )
+        except OSError:
+            pass  # the outcome still carries the error
+        return RunOutcome(task.run_id, "failed", message, conversation_id, {}, wall)
+
+
+def finished_outcome(run_dir: Path, run_id: str) -> RunOutcome | None:
+    """The recorded outcome of a finished run, or None if it has to be (re)done.
+
+    Finished means: ``metrics.json`` is whole, names this run and this kame-sim version, and the
+    trace is complete (ends with ``run_end``, no torn batch). Anything else (a worker killed
+    mid-run, a corrupted trace, deleted metrics) is redone.
+    """
+    from kame_sim.trace import read_trace
+
+    try:
+        record = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+        if record.get("run_id") != run_id or record.get("status") != "ok":
+            return None
+        if record.get("kame_sim_version") != __version__:
+            return None  # written by another release: its metrics may mean something else
+        trace = read_trace(run_dir)
+    except (OSError, ValueError):  # ValueError covers bad JSON and InputError from read_trace
+        return None
+    if not trace.complete or trace.truncated:
+        return None
+    return RunOutcome(
+        run_id,
+        "ok",
+        None,
+        str(record.get("conversation_id", "?")),
+        dict(record.get("metrics") or {}),
+        float(record.get("wall_s") or 0.0),
+    )
+
+
+def _failed(task: RunTask, message: str) -> RunOutcome:
+    return RunOutcome(task.run_id, "failed", message, task.conversation_id)
+
+
+def _in_process(tasks: list[RunTask]) -> Iterator[RunOutcome]:
+    for task in tasks:
+        yield execute_run(task)
+
+
+def _process_pool(tasks: list[RunTask], workers: int) -> Iterator[RunOutcome]:
+    """Run tasks in spawned worker processes, rebuilding the pool if a worker dies.
+
+    spawn (not fork): a fresh interpreter per worker is safe with torch and threads, and behaves
+    the same on Linux and macOS. A worker killed from outside breaks the whole pool; the runs
+    not finished yet are resubmitted to a new one (at most ``MAX_POOL_RESTARTS`` times).
+    """
+    context = multiprocessing.get_context("spawn")
+    pending = {t.run_id: t for t in tasks}
+    restarts = 0
+    while pending:
+        broken: BaseException | None = None
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context)
+        try:
+            futures: dict[Future[RunOutcome], RunTask] = {
+                pool.submit(execute_run, t): t for t in pending.values()
+            }
+            not_done = set(futures)
+            while not_done:
+                done, not_done = wait(not_done, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = futures[future]
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool as exc:
+                        broken = exc
+                        continue
+                    except Exception as exc:  # e.g. a task that could not be pickled
+                        outcome = _failed(task, _error_text(exc))
+                    del pending[task.run_id]
+                    yield outcome
+        finally:
+            # On Ctrl-C (or a consumer that stops early) drop the queued runs instead of
+            # finishing them all before returning.
+            pool.shutdown(wait=True, cancel_futures=True)
+        if broken is not None and pending:
+            restarts += 1
+            if restarts > MAX_POOL_RESTARTS:
+                message = f"worker process died {restarts} times; last: {broken}"
+                for task in list(pending.values()):
+                    del pending[task.run_id]
+                    yield _failed(task, message)
+
+
+def _require_ray() -> Any:
+    """The ray module, or an InputError saying how to get it (Ray is optional)."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError(
+            "<cli>", "--ray", "Ray is not installed in this environment (pip install 'ray>=2.9')"
+        ) from None
+    return ray
+
+
+def _ray_backend(tasks: list[RunTask], workers: int, address: str) -> Iterator[RunOutcome]:
+    """Run tasks as Ray remote tasks: ``address="local"`` starts a private local instance.
+
+    The output directory must be visible to every Ray node (a shared file system), since each
+    task writes its own run directory. Ray retries a task whose worker died (``max_retries``).
+    """
+    ray = _require_ray()
+    started_here = False
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
+        if address == "local":
+            ray.init(num_cpus=workers, **options)
+        else:
+            ray.init(address=address, **options)
+        started_here = True
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=2)(execute_run)
+        queue = list(tasks)
+        in_flight: dict[Any, RunTask] = {}
+        limit = max(workers, 1) * 2
+        while queue or in_flight:
+            while queue and len(in_flight) < limit:
+                task = queue.pop(0)
+                in_flight[remote.remote(task)] = task
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                task = in_flight.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except Exception as exc:  # ray.exceptions.RayError and friends
+                    yield _failed(task, _error_text(exc))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """A typed column from Python values; mixed ints/floats become float, anything else JSON."""
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, bool) for v in present):
+        return pa.array(values, pa.bool_())
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.array(values, pa.int64())
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    if all(isinstance(v, str) for v in present):
+        return pa.array(values, pa.string())
+    return pa.array([None if v is None else json.dumps(v, sort_keys=True) for v in values], pa.string())
+
+
+def results_table(plan: SweepPlan, outcomes: dict[str, RunOutcome]) -> pa.Table:
+    """One row per planned run (plan order): ids, status, parameters, then every metric column."""
+    runs = plan.runs
+    rows = [outcomes[r.run_id] for r in runs]
+    columns: dict[str, pa.Array] = {
+        "run_id": pa.array([r.run_id for r in runs], pa.string()),
+        "status": pa.array([o.status for o in rows], pa.string()),
+        "error": pa.array([o.error for o in rows], pa.string()),
+        "conversation_id": pa.array(
+            [
+                o.conversation_id if o.conversation_id != "?" else r.conversation_id
+                for o, r in zip(rows, runs, strict=True)
+            ],
+            pa.string(),
+        ),
+        "seed": pa.array([r.seed for r in runs], pa.int64()),
+    }
+    for key in plan.parameter_keys:
+        columns[key] = _column([r.parameters[key] for r in runs])
+    metric_names: list[str] = []
+    for outcome in rows:
+        for name in outcome.metrics:
+            if name not in metric_names and name not in columns:
+                metric_names.append(name)
+    for name in metric_names:
+        columns[name] = _column([o.metrics.get(name) for o in rows])
+    return pa.table(columns)
+
+
+def _tasks(plan: SweepPlan, runs: list[PlannedRun], runs_dir: Path) -> list[RunTask]:
+    return [
+        RunTask(
+            run_id=r.run_id,
+            run_dir=str(runs_dir / r.run_id),
+            scenario=r.scenario,
+            parameters=r.parameters,
+            seed=r.seed,
+            conversation_id=r.conversation_id,
+        )
+        for r in runs
+    ]
+
+
+def default_out_dir(plan: SweepPlan) -> Path:
+    """``traces/sweeps/<name>`` (``traces/`` is where single runs go, and is git-ignored)."""
+    return Path("traces") / "sweeps" / plan.name
+
+
+def execute_plan(
+    plan: SweepPlan,
+    out_dir: Path | None = None,
+    workers: int | None = None,
+    resume: bool = True,
+    progress: ProgressCallback | None = None,
+    ray_address: str | None = None,
+) -> SweepResult:
+    """Run (or resume) a planned sweep and write ``results.parquet``; see :func:`run_sweep`."""
+    started = time.perf_counter()
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise InputError("<cli>", "--workers", f"must be at least 1, got {workers}")
+    if ray_address is not None:
+        _require_ray()  # before anything is written
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(plan)
+    runs_dir = out_dir.resolve() / RUNS_DIR  # absolute: Ray workers do not share our cwd
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(out_dir / RESOLVED_FILE, plan.resolved())
+
+    outcomes: dict[str, RunOutcome] = {}
+    resumed: list[str] = []
+    todo: list[PlannedRun] = []
+    for run in plan.runs:
+        found = finished_outcome(runs_dir / run.run_id, run.run_id) if resume else None
+        if found is not None:
+            outcomes[run.run_id] = found
+            resumed.append(run.run_id)
+        else:
+            todo.append(run)
+    total = len(plan.runs)
+    n_failed = 0
+    if progress is not None:
+        progress(len(outcomes), total, n_failed)
+
+    tasks = _tasks(plan, todo, runs_dir)
+    if not tasks:
+        backend: Iterator[RunOutcome] = iter(())
+    elif ray_address is not None:
+        backend = _ray_backend(tasks, workers, ray_address)
+    elif workers == 1:
+        backend = _in_process(tasks)
+    else:
+        backend = _process_pool(tasks, workers)
+    executed: list[str] = []
+    for outcome in backend:
+        outcomes[outcome.run_id] = outcome
+        executed.append(outcome.run_id)
+        n_failed += outcome.status != "ok"
+        if progress is not None:
+            progress(len(outcomes), total, n_failed)
+
+    table = results_table(plan, outcomes)
+    results_path = out_dir / RESULTS_FILE
+    tmp = results_path.with_name(results_path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, results_path)
+    failed = [r.run_id for r in plan.runs if outcomes[r.run_id].status != "ok"]
+    return SweepResult(
+        out_dir=out_dir,
+        results_path=results_path,
+        table=table,
+        plan=plan,
+        executed=executed,
+        resumed=resumed,
+        failed=failed,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def run_sweep(
+    spec_path: Path,
+    out_dir: Path | None = None,
+    workers: int | None = None,
+    resume: bool = True,
+    progress: ProgressCallback | None = None,
+    ray_address: str | None = None,
+) -> SweepResult:
+    """Plan, validate and run a sweep file; resumable; returns the results table.
+
+    ``out_dir`` defaults to ``traces/sweeps/<name>``. ``workers`` processes (default: the CPU
+    count; 1 runs in this process, which is easiest to debug). ``resume=False`` redoes every run.
+    ``ray_address`` ("local" or a cluster address such as "ray://head:10001" / "auto") runs the
+    runs as Ray tasks instead. Bad input in the sweep or any design point raises
+    :class:`InputError` before any run starts; a run that fails is recorded, never raised.
+    """
+    plan = load_sweep(Path(spec_path))
+    return execute_plan(plan, out_dir, workers, resume, progress, ray_address)

@@ -1,0 +1,463 @@
+"""Sweep specs: a base scenario, the values to vary, the seeds and conversations to repeat them on.
+
+A sweep file is TOML, validated with pydantic (unknown keys are errors). Every design point is
+turned into a full scenario and validated **before anything runs**, so a typo in a parameter key
+or a value out of range fails in a second instead of after an hour of runs; every such error is
+one :class:`InputError` line naming the sweep file and the key (``parameters.llm.ttft.median``).
+
+Parameters and ``[set]`` keys are the scenario's dotted keys, exactly as ``kame-sim run --set``
+takes them, applied to the base scenario's TOML (so a preset string such as
+``ttft = "gpt-4.1-ttft"`` has no ``median`` to vary: give the key a table in ``[set]`` first).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kame_sim.config import Scenario, load_scenario, validation_to_input_error
+from kame_sim.conversation.loader import AUDIO_DIR, ORACLE_DIR, TEXT_DIR, content_hash, list_conversations
+from kame_sim.errors import InputError
+
+#: Keys a sweep owns itself: varying them as parameters would fight the sweep's own bookkeeping.
+RESERVED_KEYS = ("run.seed", "run.output_dir", "run.name")
+CONVERSATION_KEYS = ("conversation.path", "conversation.id")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConversationRef(_Strict):
+    """One conversation to replay: a dataset directory (relative to the sweep file) and an id."""
+
+    path: str
+    id: str | None = None
+
+
+class Range(_Strict):
+    """A continuous (or integer) interval for random designs; ``log`` samples log-uniformly."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log = true needs low > 0")
+        if self.integer and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("integer = true needs whole-number low and high")
+        return self
+
+    def draw(self, rng: np.random.Generator) -> float | int:
+        """One value; integer ranges include both ends."""
+        if self.integer:
+            if self.log:
+                return round(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+            return int(rng.integers(int(self.low), int(self.high) + 1))
+        if self.log:
+            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        return float(rng.uniform(self.low, self.high))
+
+
+ParameterValues = list[Any] | Range
+
+
+class SweepSpec(_Strict):
+    """A whole sweep file (the TOML keys, validated)."""
+
+    name: str | None = Field(None, description="sweep name (default: the file's stem)")
+    base: str = Field(..., description="base scenario TOML, relative to the sweep file")
+    seeds: int | list[int] = Field(1, description="a list of seeds, or n meaning 0..n-1")
+    conversations: list[ConversationRef] | None = None
+    design: Literal["grid", "random"] = "grid"
+    samples: int | None = Field(None, ge=1, description="random design: number of points")
+    sample_seed: int = Field(0, ge=0, description="random design: seed of the point generator")
+    set: dict[str, Any] = Field(default_factory=dict, description="fixed dotted-key overrides")
+    parameters: dict[str, ParameterValues] = Field(default_factory=dict)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer or a list of integers")
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("a count of seeds must be at least 1")
+            return value
+        if not value:
+            raise ValueError("must not be empty")
+        if any(s < 0 for s in value):
+            raise ValueError("seeds must be >= 0")
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be distinct")
+        return value
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds every design point is run with."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+def _is_leaf(value: Any, stop_keys: frozenset[str]) -> bool:
+    return not isinstance(value, dict) or bool(stop_keys & value.keys())
+
+
+def flatten_dotted(
+    table: dict[str, Any], stop_keys: frozenset[str], prefix: str = ""
+) -> list[tuple[str, Any]]:
+    """Flatten TOML tables into dotted keys, in file order.
+
+    Lets users write ``llm.ttft.median = [..]`` unquoted (TOML makes that nested tables) as well
+    as ``"llm.ttft.median" = [..]``. A table holding one of ``stop_keys`` is a value, not a
+    level: ``{kind = ...}`` is a delay model or front-end to set whole, ``{low, high}`` a range.
+    """
+    out: list[tuple[str, Any]] = []
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if _is_leaf(value, stop_keys):
+            out.append((dotted, value))
+        else:
+            out.extend(flatten_dotted(value, stop_keys, dotted + "."))
+    return out
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a sweep: a design point, a seed and a conversation, with a stable id."""
+
+    run_id: str
+    point_index: int
+    parameters: dict[str, Any]
+    seed: int
+    conversation_id: str
+    scenario: dict[str, Any]  # the resolved scenario (JSON form), seed included
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A validated sweep: where it came from, its design points and every run to do."""
+
+    spec_path: Path
+    spec: SweepSpec
+    name: str
+    base_path: Path
+    parameter_keys: list[str]
+    points: list[dict[str, Any]]
+    runs: list[PlannedRun]
+
+    def resolved(self) -> dict[str, Any]:
+        """What ``sweep.resolved.json`` records: enough to see exactly what was (to be) run."""
+        from kame_sim import __version__
+
+        return {
+            "kame_sim_version": __version__,
+            "name": self.name,
+            "spec_path": str(self.spec_path),
+            "base": str(self.base_path),
+            "spec": self.spec.model_dump(mode="json"),
+            "parameters": self.parameter_keys,
+            "points": self.points,
+            "runs": [
+                {
+                    "run_id": r.run_id,
+                    "point_index": r.point_index,
+                    "parameters": r.parameters,
+                    "seed": r.seed,
+                    "conversation_id": r.conversation_id,
+                }
+                for r in self.runs
+            ],
+        }
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is one InputError line."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, None, f"{what} file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, None, f"is a directory, not a {what} file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, None, f"not valid TOML: {exc}") from None
+
+
+def parse_spec(data: dict[str, Any], source: Path) -> SweepSpec:
+    """Validate the sweep keys of a parsed TOML dict (dotted keys flattened first)."""
+    data = dict(data)
+    if isinstance(data.get("parameters"), dict):
+        data["parameters"] = dict(flatten_dotted(data["parameters"], frozenset({"low", "high"})))
+    if isinstance(data.get("set"), dict):
+        data["set"] = dict(flatten_dotted(data["set"], frozenset({"kind"})))
+    for key, values in (data.get("parameters") or {}).items():
+        # checked one by one so the error speaks of the form given, not of both union branches
+        if isinstance(values, dict):
+            try:
+                Range.model_validate(values)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+                msg = msg.removeprefix("Value error, ")
+                raise InputError(source, f"parameters.{key}", f"{where}: {msg}" if where else msg) from None
+        elif not isinstance(values, list):
+            raise InputError(source, f"parameters.{key}", "expected a list of values or a {low, high} table")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        # pydantic's union tags ("list[any]", "Range") are not keys a user writes
+        parts = [p for p in loc if not (isinstance(p, str) and ("[" in p or p == "Range"))]
+        if parts[:1] in (["parameters"], ["set"]) and len(parts) >= 2:
+            field = ".".join(str(p) for p in parts)
+            msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+            if first["type"] in ("list_type", "model_type") and parts[0] == "parameters":
+                msg = "expected a list of values or a {low, high} table"
+            raise InputError(source, field, msg.removeprefix("Value error, ")) from None
+        error = validation_to_input_error(exc, source)
+        raise InputError(source, error.field, error.message.removeprefix("Value error, ")) from None
+    _check_design(spec, source)
+    return spec
+
+
+def _check_design(spec: SweepSpec, source: Path) -> None:
+    """Rules across keys, each reported at the key a user has to change."""
+    if spec.design == "random" and spec.samples is None:
+        raise InputError(source, "samples", "design = 'random' needs samples = N")
+    if spec.design == "grid" and spec.samples is not None:
+        raise InputError(source, "samples", "only for design = 'random'")
+    for key, values in spec.parameters.items():
+        if isinstance(values, list) and not values:
+            raise InputError(source, f"parameters.{key}", "needs at least one value")
+        if spec.design == "grid" and isinstance(values, Range):
+            raise InputError(
+                source,
+                f"parameters.{key}",
+                "a grid needs a list of values ({low, high} is for design = 'random')",
+            )
+
+
+def load_sweep(path: Path) -> SweepPlan:
+    """Read a sweep file and plan (and validate) every run."""
+    path = Path(path)
+    return plan_sweep(parse_spec(read_toml(path, "sweep"), path), path)
+
+
+def _check_keys(spec: SweepSpec, source: Path) -> None:
+    keys = [*spec.set, *spec.parameters]
+    for section, table in (("set", spec.set), ("parameters", spec.parameters)):
+        for key in table:
+            if key in RESERVED_KEYS:
+                hint = "use seeds = ..." if key == "run.seed" else "the sweep sets it per run"
+                raise InputError(source, f"{section}.{key}", f"cannot be swept or set ({hint})")
+            if spec.conversations is not None and key in CONVERSATION_KEYS:
+                raise InputError(source, f"{section}.{key}", "conflicts with [[conversations]]")
+            if not key or any(not part for part in key.split(".")):
+                raise InputError(source, f"{section}.{key}", "not a dotted scenario key")
+    for key in spec.parameters:
+        if key in spec.set:
+            raise InputError(source, f"parameters.{key}", "also given in [set]; drop one")
+    # [set] is applied first, then the parameters, each in file order: a key nested inside one
+    # applied *later* would be silently overwritten by it.
+    for i, a in enumerate(keys):
+        for j, b in enumerate(keys):
+            if i < j and a.startswith(b + "."):
+                section = "set" if a in spec.set else "parameters"
+                raise InputError(source, f"{section}.{a}", f"would be overwritten by {b}, applied after it")
+
+
+def design_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The parameter values of every design point, in a deterministic order.
+
+    Grid: the cartesian product, the first parameter varying slowest. Random: ``samples`` draws,
+    each parameter drawn in file order from one ``numpy`` generator seeded with ``sample_seed``,
+    so the same file always gives the same points (on every machine); a draw that repeats an
+    earlier point (likely when every parameter is a list) is dropped, so there may be fewer.
+    """
+    keys = list(spec.parameters)
+    if spec.design == "grid":
+        lists = [spec.parameters[k] for k in keys]
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*lists)]  # type: ignore[arg-type]
+    rng = np.random.default_rng(spec.sample_seed)
+    points: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for _ in range(spec.samples or 0):
+        point: dict[str, Any] = {}
+        for key in keys:
+            values = spec.parameters[key]
+            if isinstance(values, Range):
+                point[key] = values.draw(rng)
+            else:
+                point[key] = copy.deepcopy(values[int(rng.integers(len(values)))])
+        fingerprint = json.dumps(point, sort_keys=True)
+        if fingerprint not in seen:  # choosing from lists repeats points; a run is run once
+            seen.add(fingerprint)
+            points.append(point)
+    return points
+
+
+def _resolve_relative(value: Any, base_dir: Path) -> Any:
+    if isinstance(value, str) and value:
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else (base_dir / p).resolve())
+    return value
+
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    conversation_id: str
+    content_hash: str | None
+
+
+def conversation_fingerprint(path: str | None, conversation_id: str | None) -> _Fingerprint:
+    """The conversation's id and content hash, read without decoding the audio.
+
+    Part of the run id, so a finished run is reused only for the very same data. A conversation
+    that cannot be found here is not an error yet: the run will fail and be recorded as failed.
+    """
+    if path is None:
+        return _Fingerprint(conversation_id or "?", None)
+    root = Path(path)
+    try:
+        cid = conversation_id
+        if cid is None:
+            available = list_conversations(root)
+            if len(available) != 1:
+                return _Fingerprint("?", None)
+            cid = available[0]
+        audio = (root / AUDIO_DIR / f"{cid}.wav").read_bytes()
+        text = (root / TEXT_DIR / f"{cid}.json").read_bytes()
+        oracle_path = root / ORACLE_DIR / f"{cid}.json"
+        oracle = oracle_path.read_bytes() if oracle_path.is_file() else None
+    except (OSError, InputError):
+        return _Fingerprint(conversation_id or "?", None)
+    return _Fingerprint(cid, content_hash(audio, text, oracle))
+
+
+def run_id_for(scenario: Scenario, fingerprint: _Fingerprint) -> str:
+    """A stable id: sha256 of the resolved scenario (minus where it is written) and the data.
+
+    The conversation's directory is replaced by its content hash when known, so moving the
+    checkout does not invalidate finished runs, while changed data does.
+    """
+    resolved = json.loads(scenario.resolved_json())
+    resolved["run"].pop("output_dir", None)
+    resolved["run"].pop("name", None)
+    if fingerprint.content_hash is not None:
+        resolved["conversation"]["path"] = None
+    blob = json.dumps(
+        {"scenario": resolved, "conversation": [fingerprint.conversation_id, fingerprint.content_hash]},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _rewrap(exc: InputError, overrides: dict[str, Any], fields: dict[str, str], source: Path) -> InputError:
+    """Name the sweep key behind a scenario error (the base scenario's own errors pass through)."""
+    if exc.source == "<cli>" and exc.field in overrides:  # set_dotted: a parent is not a table
+        culprit: str | None = exc.field
+    else:
+        # the most specific key wins: "llm.ttft.median" over the "llm.ttft" table it sits in
+        # the most specific key wins: "llm.ttft.median" over the "llm.ttft" table it sits in; an
+        # override under an unknown section ("nope.key" -> error at "nope") is the culprit too
+        field = exc.field or ""
+        matches = [k for k in overrides if field and (field + ".").startswith(k + ".")]
+        under = [k for k in overrides if field and k.startswith(field + ".")]
+        culprit = max(matches, key=len) if matches else (under[0] if under else None)
+    if culprit is None:
+        return exc
+    detail = "not a scenario key" if exc.message == "unknown key" else exc.message
+    if exc.field and exc.field != culprit:
+        detail = f"{exc.field}: {detail}"
+    if exc.source == "<cli>":
+        detail += " in the base scenario (give it a table in [set] first)"
+    shown = json.dumps(overrides[culprit]) if not isinstance(overrides[culprit], str) else overrides[culprit]
+    return InputError(source, fields[culprit], f"value {shown}: {detail}")
+
+
+def plan_sweep(spec: SweepSpec, spec_path: Path) -> SweepPlan:
+    """Expand the design and validate every (point, conversation) as a full scenario."""
+    spec_path = Path(spec_path)
+    here = spec_path.resolve().parent
+    _check_keys(spec, spec_path)
+    base_path = (here / spec.base).resolve()
+    if not base_path.is_file():
+        raise InputError(spec_path, "base", f"base scenario not found: {base_path}")
+    name = spec.name or spec_path.stem
+
+    conversations: list[tuple[dict[str, Any], dict[str, str]]] = [({}, {})]
+    if spec.conversations is not None:
+        if not spec.conversations:
+            raise InputError(spec_path, "conversations", "must not be empty (leave it out for the base's)")
+        conversations = []
+        for i, ref in enumerate(spec.conversations):
+            directory = Path(_resolve_relative(ref.path, here))
+            if not directory.is_dir():
+                raise InputError(spec_path, f"conversations[{i}].path", f"no such directory: {directory}")
+            values: dict[str, Any] = {"conversation.path": str(directory), "conversation.id": ref.id}
+            fields = {k: f"conversations[{i}].{k.split('.')[1]}" for k in values}
+            conversations.append((values, fields))
+
+    fixed = {k: _resolve_relative(v, here) if k == "conversation.path" else v for k, v in spec.set.items()}
+    fixed_fields = {k: f"set.{k}" for k in fixed}
+    points = design_points(spec)
+    param_fields = {k: f"parameters.{k}" for k in spec.parameters}
+    fingerprints: dict[tuple[str | None, str | None], _Fingerprint] = {}
+    runs: list[PlannedRun] = []
+    seen: set[str] = set()
+    for index, point in enumerate(points):
+        point_values = {
+            k: _resolve_relative(v, here) if k == "conversation.path" else v for k, v in point.items()
+        }
+        for conv_values, conv_fields in conversations:
+            overrides = {**fixed, **conv_values, **point_values}
+            fields = {**fixed_fields, **conv_fields, **param_fields}
+            try:
+                scenario = load_scenario(base_path, copy.deepcopy(overrides))
+            except InputError as exc:
+                raise _rewrap(exc, overrides, fields, spec_path) from None
+            cs = scenario.conversation
+            key = (str(cs.path), cs.id)
+            if key not in fingerprints:
+                fingerprints[key] = conversation_fingerprint(str(cs.path), cs.id)
+            fingerprint = fingerprints[key]
+            for seed in spec.seed_list:
+                seeded = scenario.model_copy(update={"run": scenario.run.model_copy(update={"seed": seed})})
+                run_id = run_id_for(seeded, fingerprint)
+                if run_id in seen:
+                    raise InputError(
+                        spec_path,
+                        "parameters",
+                        f"design point {index} repeats an earlier run exactly ({point}); drop the duplicate",
+                    )
+                seen.add(run_id)
+                runs.append(
+                    PlannedRun(
+                        run_id=run_id,
+                        point_index=index,
+                        parameters=point,
+                        seed=seed,
+                        conversation_id=fingerprint.conversation_id,
+                        scenario=json.loads(seeded.resolved_json()),
+                    )
+                )
+    return SweepPlan(spec_path, spec, name, base_path, list(spec.parameters), points, runs)
