@@ -222,6 +222,22 @@ def report(
     console.print(f"report: [bold]{index}[/]")
 
 
+@app.command(
+    "serve-llm",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def serve_llm(ctx: typer.Context) -> None:
+    """A loopback OpenAI-compatible streaming LLM with simulated content, delays and faults.
+
+    Options: kame-sim serve-llm --help. Point a live KAME server at it with
+    OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 OPENAI_API_KEY=dummy.
+    """
+    from kame_sim.backend.serve_llm import main as serve_main
+
+    raise typer.Exit(serve_main(list(ctx.args)))
+
+
 @app.command("init-checkpoint")
 def init_checkpoint(
     directory: Annotated[Path, typer.Argument(help="directory to write the checkpoint into")],

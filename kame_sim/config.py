@@ -65,13 +65,44 @@ class SttSettings(_Section):
 
 
 class LlmSettings(_Section):
-    """The simulated back-end LLM: where its text comes from and how fast it streams."""
+    """The back-end LLM: simulated (content source + delay models) or a live OpenAI-compatible one.
 
+    ``content``, ``ttft``, ``inter_chunk``, ``words_per_chunk`` and ``max_reply_words`` drive the
+    simulated back-end; ``base_url`` … ``max_retries`` the live one (kame_sim/backend/openai_llm.py).
+    ``cassette`` records live plans to an Arrow file and replays them (kame_sim/backend/cassette.py).
+    """
+
+    kind: Literal["simulated", "openai"] = "simulated"
     content: Literal["oracle_raw", "hint"] = "oracle_raw"
     ttft: DelayField = "gpt-4.1-ttft"
     inter_chunk: DelayField = "gpt-4.1-inter-chunk"
     words_per_chunk: int = Field(1, ge=1)
     max_reply_words: int = Field(30, ge=1)
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL (…/v1); none = the client's default (OPENAI_BASE_URL)"
+    )
+    model: str = Field("gpt-4.1", min_length=1)
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="NAME of the environment variable holding the key (the key itself is never stored)",
+    )
+    system_prompt: str | None = Field(None, description="none = KAME's system prompt, verbatim")
+    request_timeout: float = Field(30.0, gt=0, description="longest wait and longest whole stream (s)")
+    max_retries: int = Field(0, ge=0, le=10, description="the openai client's own retries")
+    time_scale: float = Field(1.0, gt=0, description="multiply every LLM delay (measured or replayed)")
+    cassette: Path | None = Field(None, description="Arrow cassette of recorded plans")
+    cassette_mode: Literal["record", "replay", "auto"] = "auto"
+    on_miss: Literal["error", "live"] = Field(
+        "error", description="replay mode, request not in the cassette: an llm_error event, or ask live"
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
 
 
 class PolicySettings(_Section):
@@ -199,6 +230,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         ("conversation", "path"),
         ("oracle", "tokenizer"),
         ("frontend", "checkpoint"),
+        ("llm", "cassette"),
         ("run", "output_dir"),
     ):
         table = data.get(section)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from kame_sim import __version__
 from kame_sim.backend.content import LlmContentSource, OracleRawReplay, ProgressiveHintSource
-from kame_sim.backend.llm import SimulatedLlm
+from kame_sim.backend.llm import LlmBackend, SimulatedLlm
 from kame_sim.backend.stt_sim import schedule_stt_events
 from kame_sim.config import BehaviouralSettings, Scenario
 from kame_sim.conversation import Conversation, load_conversation
@@ -51,7 +52,7 @@ def load_run_conversation(scenario: Scenario) -> Conversation:
         cs.id,
         sample_rate=cs.sample_rate,
         speakers=speakers,
-        require_oracle=scenario.llm.content == "oracle_raw",
+        require_oracle=scenario.llm.kind == "simulated" and scenario.llm.content == "oracle_raw",
     )
 
 
@@ -80,6 +81,68 @@ def build_frontend(scenario: Scenario, audio_out: Path | None = None) -> tuple[F
     return KameFrontend(settings, loaded, sampling_seed, audio_out), tokenizer
 
 
+def build_llm(
+    scenario: Scenario, conversation: Conversation, environ: Mapping[str, str] | None = None
+) -> LlmBackend:
+    """The scenario's LLM back-end: simulated or live, behind a cassette and a time scale if asked.
+
+    Built at prepare time, so a live back-end without its key (``llm.api_key_env`` unset) is an
+    InputError before anything is written. An unreachable endpoint is not checked here: each stream
+    then ends in an ``llm_error`` event, as a live KAME server would log it and carry on. A pure
+    replay (``cassette_mode = "replay"``, ``on_miss = "error"``) builds no back-end at all, so it
+    needs neither a key nor a network.
+    """
+    settings, seed = scenario.llm, scenario.run.seed
+    pure_replay = (
+        settings.cassette is not None and settings.cassette_mode == "replay" and settings.on_miss == "error"
+    )
+    inner: LlmBackend | None = None
+    if pure_replay:
+        inner = None
+    elif settings.kind == "openai":
+        from kame_sim.backend.openai_llm import OpenAiLlm
+
+        inner = OpenAiLlm.from_settings(settings, environ)
+    else:
+        cs = scenario.conversation
+        content: LlmContentSource
+        if settings.content == "oracle_raw":
+            content = OracleRawReplay(conversation, conversation.channel_of(cs.frontend_speaker))
+        else:
+            content = ProgressiveHintSource(
+                conversation,
+                cs.user_speaker,
+                cs.frontend_speaker,
+                scenario.stt.utterance_gap,
+                component_rng(seed, "llm.content"),
+                settings.max_reply_words,
+            )
+        inner = SimulatedLlm(
+            content,
+            settings.ttft.sampler(component_rng(seed, "llm.ttft")),
+            settings.inter_chunk.sampler(component_rng(seed, "llm.inter_chunk")),
+            settings.words_per_chunk,
+        )
+    llm: LlmBackend | None = inner
+    if settings.cassette is not None:
+        from kame_sim.backend.cassette import CassetteLlm
+
+        llm = CassetteLlm(
+            inner,
+            settings.cassette,
+            settings.cassette_mode,
+            settings.on_miss,
+            model=settings.model,
+            system_prompt=settings.system_prompt,
+        )
+    assert llm is not None
+    if settings.time_scale != 1.0:
+        from kame_sim.backend.openai_llm import ScaledLlm
+
+        llm = ScaledLlm(llm, settings.time_scale)
+    return llm
+
+
 def build_session_parts(
     scenario: Scenario, conversation: Conversation, audio_out: Path | None = None
 ) -> SessionParts:
@@ -87,18 +150,6 @@ def build_session_parts(
     seed = scenario.run.seed
     frontend, tokenizer = build_frontend(scenario, audio_out)
     cs = scenario.conversation
-    content: LlmContentSource
-    if scenario.llm.content == "oracle_raw":
-        content = OracleRawReplay(conversation, conversation.channel_of(cs.frontend_speaker))
-    else:
-        content = ProgressiveHintSource(
-            conversation,
-            cs.user_speaker,
-            cs.frontend_speaker,
-            scenario.stt.utterance_gap,
-            component_rng(seed, "llm.content"),
-            scenario.llm.max_reply_words,
-        )
     stt_events = schedule_stt_events(
         conversation.words_of(cs.user_speaker),
         scenario.stt.utterance_gap,
@@ -106,12 +157,7 @@ def build_session_parts(
         scenario.stt.final_delay.sampler(component_rng(seed, "stt.final")),
         scenario.stt.emit_partials,
     )
-    llm = SimulatedLlm(
-        content,
-        scenario.llm.ttft.sampler(component_rng(seed, "llm.ttft")),
-        scenario.llm.inter_chunk.sampler(component_rng(seed, "llm.inter_chunk")),
-        scenario.llm.words_per_chunk,
-    )
+    llm = build_llm(scenario, conversation)
     return SessionParts(
         scenario=scenario,
         conversation=conversation,

@@ -209,3 +209,10 @@ def test_check_exits_1_when_a_threshold_fails(tmp_path: Path):
     failed = invoke("check", strict, "--out", tmp_path / "bad", "--workers", "1", "--quiet")
     assert failed.exit_code == 1, failed.output
     assert "FAIL" in failed.output.upper()
+
+
+def test_serve_llm_refuses_a_non_loopback_host_and_bad_faults():
+    result = invoke("serve-llm", "--host", "0.0.0.0", "--port", "0")
+    assert result.exit_code == 2
+    result = invoke("serve-llm", "--fault", "meteor=0.5", "--port", "0")
+    assert result.exit_code == 2
