@@ -24,6 +24,10 @@ app = typer.Typer(
 )
 trace_app = typer.Typer(help="Inspect recorded traces.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
+import_app = typer.Typer(
+    help="Turn recordings of a real KAME server into kame-sim traces.", no_args_is_help=True
+)
+app.add_typer(import_app, name="import")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -255,6 +259,23 @@ def init_checkpoint(
 
         ckpt = write_tiny_checkpoint(directory, seed=seed, overwrite=overwrite)
     console.print(f"wrote a tiny KAME checkpoint to [bold]{ckpt.root}[/] (config, LM, Mimi, tokenizer)")
+
+
+@import_app.command("kame-logs")
+def import_kame_logs_command(
+    log_dir: Annotated[Path, typer.Argument(help="KAME's --log-dir (asr_partial.txt, user_words.txt, ...)")],
+    out: Annotated[Path | None, typer.Option(help="run directory (default: traces/kame-logs-<dir>)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing trace")] = False,
+    start_epoch_ms: Annotated[
+        int | None, typer.Option(help="time zero (default: the earliest logged line)")
+    ] = None,
+) -> None:
+    """Import a KAME server's plain-text logs as a trace (replay it with [replay] oracle_from)."""
+    from kame_sim.importers import default_import_dir, import_kame_logs
+
+    with _user_errors():
+        trace = import_kame_logs(log_dir, out or default_import_dir(log_dir), overwrite, start_epoch_ms)
+    console.print(f"trace: [bold]{trace}[/]  (kame-sim trace show {trace.parent})")
 
 
 @app.command()

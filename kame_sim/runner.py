@@ -16,7 +16,7 @@ from pathlib import Path
 from kame_sim import __version__
 from kame_sim.backend.content import LlmContentSource, OracleRawReplay, ProgressiveHintSource
 from kame_sim.backend.llm import LlmBackend, SimulatedLlm
-from kame_sim.backend.stt_sim import schedule_stt_events
+from kame_sim.backend.stt_sim import SttEvent, schedule_stt_events
 from kame_sim.config import BehaviouralSettings, Scenario
 from kame_sim.conversation import Conversation, load_conversation
 from kame_sim.delays import component_rng
@@ -143,21 +143,33 @@ def build_llm(
     return llm
 
 
+def build_stt_events(scenario: Scenario, conversation: Conversation) -> list[SttEvent]:
+    """The user channel's STT results: simulated from the word timestamps, or faster-whisper."""
+    if scenario.stt.kind == "whisper":
+        from kame_sim.backend.whisper_stt import whisper_stt_events
+
+        return whisper_stt_events(scenario, conversation)
+    return schedule_stt_events(
+        conversation.words_of(scenario.conversation.user_speaker),
+        scenario.stt.utterance_gap,
+        scenario.stt.partial_delay.sampler(component_rng(scenario.run.seed, "stt.partial")),
+        scenario.stt.final_delay.sampler(component_rng(scenario.run.seed, "stt.final")),
+        scenario.stt.emit_partials,
+    )
+
+
 def build_session_parts(
     scenario: Scenario, conversation: Conversation, audio_out: Path | None = None
 ) -> SessionParts:
     """Prepare the session: tokenizer, front-end, content source and all per-component draws."""
-    seed = scenario.run.seed
     frontend, tokenizer = build_frontend(scenario, audio_out)
-    cs = scenario.conversation
-    stt_events = schedule_stt_events(
-        conversation.words_of(cs.user_speaker),
-        scenario.stt.utterance_gap,
-        scenario.stt.partial_delay.sampler(component_rng(seed, "stt.partial")),
-        scenario.stt.final_delay.sampler(component_rng(seed, "stt.final")),
-        scenario.stt.emit_partials,
-    )
+    stt_events = build_stt_events(scenario, conversation)
     llm = build_llm(scenario, conversation)
+    oracle_replay = None
+    if scenario.replay.oracle_from is not None:
+        from kame_sim.backend.oracle_replay import load_oracle_schedule
+
+        oracle_replay = load_oracle_schedule(scenario.replay.oracle_from)
     return SessionParts(
         scenario=scenario,
         conversation=conversation,
@@ -165,6 +177,7 @@ def build_session_parts(
         frontend=frontend,
         llm=llm,
         stt_events=stt_events,
+        oracle_replay=oracle_replay,
     )
 
 

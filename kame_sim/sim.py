@@ -21,6 +21,7 @@ keep their simulated times) and ``wall`` (SimPy's real-time environment paces th
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from kame_sim.backend.asr_state import AsrState
 from kame_sim.backend.content import LlmRequest
 from kame_sim.backend.conversation_log import ConversationLog
 from kame_sim.backend.llm import LlmBackend
+from kame_sim.backend.oracle_replay import RecordedOracleItem, oracle_replay_process
 from kame_sim.backend.stream_manager import StreamManagerPolicy
 from kame_sim.backend.stt_sim import SttEvent
 from kame_sim.config import Scenario
@@ -55,6 +57,8 @@ class SessionParts:
     frontend: Frontend
     llm: LlmBackend
     stt_events: list[SttEvent]
+    # Recorded oracle items to replay instead of simulating STT and LLM (replay.oracle_from).
+    oracle_replay: list[RecordedOracleItem] | None = None
 
 
 def voice_activity(words: tuple[Word, ...], n_frames: int, frame_seconds: float) -> np.ndarray:
@@ -83,7 +87,7 @@ class Session:
         self.user_words = conv.words_of(sc.conversation.user_speaker)
         n_frames = conv.n_frames(sc.conversation.frame_samples)
         if sc.run.max_seconds is not None:
-            n_frames = min(n_frames, int(sc.run.max_seconds / self.frame_s))
+            n_frames = min(n_frames, math.floor(sc.run.max_seconds / self.frame_s + 1e-9))
         self.n_frames = n_frames
         self.end_time = n_frames * self.frame_s
         if sc.run.time_coupling == "wall":
@@ -155,7 +159,8 @@ class Session:
             pending = self.asr.pending.strip()
             conversation = self.log.text().rstrip()
             if pending:
-                conversation += ("\n" if conversation else "") + f"user: {pending} "
+                # KAME's poll-loop server always adds the newline, even to an empty conversation.
+                conversation += f"\nuser: {pending} "
             request = LlmRequest(env.now, conversation, pending, sid)
             row("llm_start", env.now, stream_id=sid, word_count=decision.total_words, detail=decision.reason)
             self.active_stream_id = sid
@@ -270,24 +275,25 @@ class Session:
         """Run the session to its last frame; the trace gets run_start/run_end rows around it."""
         parts, env = self.parts, self.env
         self.oracle.clear()
-        parts.frontend.start_session(
-            SessionInfo(
-                conversation=parts.conversation,
-                user_channel=parts.conversation.channel_of(self.scenario.conversation.user_speaker),
-                frontend_channel=parts.conversation.channel_of(self.scenario.conversation.frontend_speaker),
-                user_speaker=self.scenario.conversation.user_speaker,
-                n_frames=self.n_frames,
-                frame_seconds=self.frame_s,
-                user_voice_activity=voice_activity(self.user_words, self.n_frames, self.frame_s),
-            )
+        session = SessionInfo(
+            conversation=parts.conversation,
+            user_channel=parts.conversation.channel_of(self.scenario.conversation.user_speaker),
+            frontend_channel=parts.conversation.channel_of(self.scenario.conversation.frontend_speaker),
+            user_speaker=self.scenario.conversation.user_speaker,
+            n_frames=self.n_frames,
+            frame_seconds=self.frame_s,
+            user_voice_activity=voice_activity(self.user_words, self.n_frames, self.frame_s),
         )
-        self.trace.row("run_start", 0.0, detail=parts.frontend.name)
-        env.process(self._user_words())
-        env.process(self._stt())
-        env.process(self._stream_manager())
-        frames = env.process(self._frame_loop())
         try:
-            env.run(until=frames)
+            parts.frontend.start_session(session)
+            self.trace.row("run_start", 0.0, detail=parts.frontend.name)
+            env.process(self._user_words())
+            if parts.oracle_replay is not None:
+                env.process(oracle_replay_process(env, parts.oracle_replay, self._enqueue, self.end_time))
+            else:
+                env.process(self._stt())
+                env.process(self._stream_manager())
+            env.run(until=env.process(self._frame_loop()))
         finally:
             parts.frontend.end_session()
         if self.progress is not None:

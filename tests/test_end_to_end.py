@@ -180,3 +180,39 @@ def test_budget_mode_counts_late_frames_when_steps_are_slow(tmp_path: Path):
     assert 2 not in late  # ...and the loop catches up once steps are fast again
     assert frames[1]["t_sim"] - frames[1]["t_ref"] >= 0.1 - 0.08 - 1e-9
     assert frames[0]["step_wall_s"] >= 0.1
+
+
+_KILL_SCRIPT = """
+import sys, time
+from pathlib import Path
+from kame_sim.trace import TraceWriter
+writer = TraceWriter(
+    Path(sys.argv[1]), {"kame_sim.seed": "0"}, batch_rows=int(sys.argv[2]), flush_seconds=3600
+)
+for k in range(int(sys.argv[3])):
+    writer.row("frame", (k + 1) * 0.08, frame=k)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(("batch_rows", "rows_written", "expected"), [(100, 250, 200), (10_000, 50, 0)])
+def test_a_killed_run_leaves_every_flushed_batch_readable(
+    tmp_path: Path, batch_rows: int, rows_written: int, expected: int
+):
+    """SIGKILL (no Python clean-up at all): flushed batches survive; before any flush, the schema does."""
+    path = tmp_path / "trace.arrows"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(path), str(batch_rows), str(rows_written)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    data = read_trace(path)
+    assert not data.complete
+    assert len(data.table) == expected
+    assert data.metadata["kame_sim.seed"] == "0"

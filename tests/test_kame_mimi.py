@@ -104,13 +104,15 @@ def test_encode_shape_dtype_range_and_variety(mimi, demo):
 
 
 def test_default_encode_is_the_live_servers_frame_by_frame_streaming(mimi, demo):
-    """The cache must hold what KAME's server computes: mimi.encode on each 1920-sample frame."""
+    """The cache must hold what KAME's server computes: mimi.encode on each 1920-sample frame,
+    with Mimi's streaming state reset once, right after the session's first frame."""
     n = demo.n_frames(FRAME)
+    live = []
     with torch.no_grad(), mimi.streaming(1):
-        live = [
-            mimi.encode(torch.tensor(demo.audio[0][k * FRAME : (k + 1) * FRAME])[None, None])
-            for k in range(n)
-        ]
+        for k in range(n):
+            live.append(mimi.encode(torch.tensor(demo.audio[0][k * FRAME : (k + 1) * FRAME])[None, None]))
+            if k == 0:
+                mimi.reset_streaming()
     expected = torch.cat(live, dim=-1)[0].numpy().astype(np.int16)
     assert np.array_equal(encode_channel(mimi, demo.audio[0], "cpu"), expected)
 

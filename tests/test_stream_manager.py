@@ -71,8 +71,9 @@ def test_rate_limit_five_starts_per_two_seconds_and_refusal_consumes_the_bump():
     assert asr.final_bump is False
     # No new bump and only the words of the refused finals: 2 new words since the last start
     # (word6, word7) -> the word rule fires once the window has room again.
-    assert policy.on_tick(2.0, asr).outcome == "rate_limited"  # starts at 0.1..0.5 still in (0.0, 2.0]
-    assert policy.on_tick(2.1, asr).outcome == "start"  # 0.1 left the window
+    assert policy.on_tick(2.0, asr).outcome == "rate_limited"  # starts at 0.1..0.5 still in the window
+    assert policy.on_tick(2.1, asr).outcome == "rate_limited"  # 0.1 is exactly 2.0 s old: KAME keeps it
+    assert policy.on_tick(2.2, asr).outcome == "start"  # now 0.1 is older than the window
 
 
 def test_rate_limit_is_a_trailing_window():
@@ -84,4 +85,6 @@ def test_rate_limit_is_a_trailing_window():
     asr.on_final("c")
     assert policy.on_tick(0.9, asr).outcome == "rate_limited"
     asr.on_final("d")
-    assert policy.on_tick(1.0, asr).outcome == "start"  # the start at 0.0 is exactly 1.0 s old: out
+    assert policy.on_tick(1.0, asr).outcome == "rate_limited"  # 0.0 is exactly 1.0 s old: still counted
+    asr.on_final("e")
+    assert policy.on_tick(1.01, asr).outcome == "start"  # strictly older than the window: forgotten

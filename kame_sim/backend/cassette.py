@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
 
+from kame_sim.backend.arrow_log import append_batch, cut_torn_tail, read_stream
 from kame_sim.backend.content import LlmRequest
 from kame_sim.backend.llm import LlmBackend, LlmChunk, LlmPlan
 from kame_sim.backend.openai_llm import kame_messages
@@ -118,32 +118,9 @@ def read_cassette(path: Path) -> tuple[pa.Table, int]:
     Cut-off tails (a crash mid-write) and an end-of-stream marker are not part of the returned
     offset, so appending starts there.
     """
-    data = path.read_bytes()
-    reader = pa.BufferReader(pa.py_buffer(data))
-    good = 0
-    schema: pa.Schema | None = None
-    batches: list[pa.RecordBatch] = []
-    while True:
-        try:
-            message = pa.ipc.read_message(reader)
-        except EOFError:
-            break
-        except (OSError, pa.ArrowInvalid):
-            break  # a torn last message
-        if schema is None:
-            if message.type != "schema":
-                raise InputError(path, "llm.cassette", "not an Arrow stream cassette")
-            schema = pa.ipc.read_schema(message)
-            if (schema.metadata or {}).get(b"kame_sim.cassette_version") != CASSETTE_VERSION.encode():
-                raise InputError(path, "llm.cassette", "not a kame-sim cassette (version 1)")
-        else:
-            batches.append(pa.ipc.read_record_batch(message, schema))
-        good = reader.tell()
-    if schema is None:
-        if data:
-            raise InputError(path, "llm.cassette", "not an Arrow stream cassette")
-        return SCHEMA.empty_table(), 0
-    return pa.Table.from_batches(batches, schema=schema).select(SCHEMA.names).cast(SCHEMA), good
+    return read_stream(
+        path, SCHEMA, "kame_sim.cassette_version", CASSETTE_VERSION, "llm.cassette", "kame-sim cassette"
+    )
 
 
 class Cassette:
@@ -155,9 +132,7 @@ class Cassette:
         self.n_plans = 0
         if path.exists() and path.stat().st_size:
             table, end = read_cassette(path)
-            if end != path.stat().st_size:
-                with path.open("r+b") as f:  # drop a torn tail / EOS marker so appends are readable
-                    f.truncate(end)
+            cut_torn_tail(path, end)  # drop a torn tail / EOS marker so appends are readable
             for key, plan in _plans_of(table):
                 self.plans[key].append(plan)
                 self.n_plans += 1
@@ -165,13 +140,7 @@ class Cassette:
     def append(self, key: str, request_json: str, plan: LlmPlan) -> None:
         """Append one plan as one encapsulated IPC message (the schema first in a new file)."""
         batch = plan_batch(self.n_plans, key, request_json, plan)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as f:
-            if f.tell() == 0:
-                f.write(SCHEMA.serialize().to_pybytes())
-            f.write(batch.serialize().to_pybytes())
-            f.flush()
-            os.fsync(f.fileno())
+        append_batch(self.path, SCHEMA, batch)
         self.plans[key].append(plan)
         self.n_plans += 1
 

@@ -1,6 +1,8 @@
-"""The conversation text the LLM sees, built as KAME builds it (``user:``/``moshi:`` lines).
+"""The conversation text the LLM sees, built exactly as KAME builds it (``user:``/``moshi:`` lines).
 
-Committed text only: STT finals for the user, emitted text pieces for the front-end.
+Committed text only: STT finals for the user, emitted text pieces for the front-end. KAME adds each
+front-end SentencePiece piece as its own stripped chunk followed by a space, so sub-word pieces
+stay apart ("moshi: hel lo"): the LLM sees what KAME's LLM sees, and cassette keys match.
 """
 
 from __future__ import annotations
@@ -12,12 +14,9 @@ class ConversationLog:
     def __init__(self) -> None:
         self._parts: list[str] = []
         self._speaker: str | None = None
-        self._moshi_line: list[str] = []
 
     def add(self, speaker: str, text: str) -> None:
         """Append committed text for ``speaker`` ("user" or "moshi")."""
-        if speaker != "moshi":
-            self._flush_word()
         text = text.strip()
         if not text:
             return
@@ -29,17 +28,9 @@ class ConversationLog:
         self._parts.append(f"{text} ")
 
     def add_piece(self, piece: str) -> None:
-        """Append a front-end text piece ("▁"-decoded, may start with a space) to its line."""
-        if piece.startswith(" ") or not self._moshi_line:
-            self._flush_word()
-        self._moshi_line.append(piece.strip())
-
-    def _flush_word(self) -> None:
-        if self._moshi_line:
-            self.add("moshi", "".join(self._moshi_line))
-            self._moshi_line = []
+        """Append one front-end text piece, as KAME does: stripped, as its own chunk."""
+        self.add("moshi", piece)
 
     def text(self) -> str:
         """The conversation so far."""
-        self._flush_word()
         return "".join(self._parts)

@@ -52,8 +52,8 @@ class StreamManagerPolicy:
             wanted, reason = False, ""
         if not wanted:
             return TickDecision("idle", "", total)
-        window_start = now - self.rate_window
-        while self._recent_starts and self._recent_starts[0] <= window_start:
+        # KAME forgets a start only once it is strictly older than the window.
+        while self._recent_starts and now - self._recent_starts[0] > self.rate_window:
             self._recent_starts.popleft()
         if len(self._recent_starts) >= self.max_starts:
             return TickDecision("rate_limited", reason, total)

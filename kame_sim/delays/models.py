@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -22,6 +23,8 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -303,21 +306,121 @@ class Mixture(_DelayBase):
         return "(" + " + ".join(parts) + ")" if self.shift else " + ".join(parts)
 
 
+EmpiricalMeasure = Literal["ttft", "inter_chunk", "stt_final", "stt_partial"]
+
+# measure -> the trace event whose delay_s holds it (inter_chunk: llm_chunk rows after each stream's first).
+TRACE_MEASURES: dict[str, str] = {
+    "ttft": "llm_first_chunk",
+    "inter_chunk": "llm_chunk",
+    "stt_final": "stt_final",
+    "stt_partial": "stt_partial",
+}
+
+_TRACE_SAMPLES: dict[tuple[str, int, int, str], tuple[float, ...]] = {}
+
+
+def trace_samples(path: Path, measure: str) -> tuple[float, ...]:
+    """The measured latencies ``measure`` in a trace (run directory or .arrows), in trace order.
+
+    Cached per (file, mtime, size, measure): a sweep validates the same spec once per run, and a
+    trace can hold millions of rows. Raises ``ValueError`` with a short reason when unreadable.
+    """
+    from kame_sim.errors import InputError
+    from kame_sim.trace.reader import read_trace, trace_path
+
+    file = trace_path(path)
+    try:
+        stat = file.stat()
+    except OSError as exc:
+        raise ValueError(f"cannot read trace {file}: {exc.strerror or exc}") from None
+    key = (str(file), stat.st_mtime_ns, stat.st_size, measure)
+    if key not in _TRACE_SAMPLES:
+        try:
+            table = read_trace(file).table
+        except InputError as exc:
+            raise ValueError(f"cannot read trace: {exc.one_line()}") from None
+        columns = table.select(["event", "stream_id", "delay_s"]).to_pydict()
+        event = TRACE_MEASURES[measure]
+        values: list[float] = []
+        seen_streams: set[int | None] = set()
+        for name, sid, delay in zip(columns["event"], columns["stream_id"], columns["delay_s"], strict=True):
+            if name != event:
+                continue
+            if measure == "inter_chunk" and sid not in seen_streams:
+                seen_streams.add(sid)  # a stream's first chunk gap is its TTFT, not an inter-chunk gap
+                continue
+            if delay is not None and math.isfinite(delay) and delay >= 0.0:
+                values.append(float(delay))
+        _TRACE_SAMPLES[key] = tuple(values)
+    return _TRACE_SAMPLES[key]
+
+
 class Empirical(_DelayBase):
-    """Resampling (with replacement) of measured delays, e.g. latencies logged from a real service."""
+    """Resampling (with replacement) of measured delays, e.g. latencies logged from a real service.
+
+    The delays are either listed (``samples``) or taken from a trace (``trace`` + ``measure``): a
+    simulated run, a live run or an imported KAME log, so that what was measured once can drive
+    later simulations without copying numbers around. A relative ``trace`` path is resolved against
+    the current directory when the spec is validated (scenario files store the absolute path).
+    """
 
     kind: Literal["empirical"] = "empirical"
-    samples: Annotated[tuple[NonNegative, ...], AfterValidator(_non_empty)]
+    samples: Annotated[tuple[NonNegative, ...], AfterValidator(_non_empty)] | None = None
+    measure: EmpiricalMeasure | None = Field(None, description="which latency of the trace to resample")
+    trace: Path | None = Field(None, description="run directory or .arrows whose latencies are resampled")
+
+    @field_validator("trace", mode="after")
+    @classmethod
+    def _readable_trace(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser().resolve()
+        measure = info.data.get("measure")
+        if measure is None:
+            return value  # reported by _one_source (missing) or by measure's own check (invalid)
+        try:
+            found = trace_samples(value, measure)
+        except ValueError as exc:
+            raise _error("{reason}", reason=str(exc)) from None
+        if not found:
+            event = TRACE_MEASURES[measure]
+            raise _error(
+                "trace {path} has no {measure} latencies (no {event} rows with delay_s)",
+                path=str(value),
+                measure=measure,
+                event=event,
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Empirical:
+        if (self.samples is None) == (self.trace is None):
+            raise _error("give exactly one of samples or trace")
+        if self.trace is not None and self.measure is None:
+            raise _error("trace needs measure (ttft, inter_chunk, stt_final or stt_partial)")
+        if self.trace is None and self.measure is not None:
+            raise _error("measure needs trace")
+        return self
+
+    def values(self) -> tuple[float, ...]:
+        """The delays resampled: the listed samples, or the trace's measured latencies."""
+        if self.samples is not None:
+            return self.samples
+        assert self.trace is not None and self.measure is not None
+        return trace_samples(self.trace, self.measure)
 
     def sampler(self, rng: np.random.Generator) -> DelaySampler:
-        return BlockSampler(rng, empirical_fill(self.samples), self.shift)
+        return BlockSampler(rng, empirical_fill(self.values()), self.shift)
 
     def _base_mean(self) -> float:
-        return math.fsum(self.samples) / len(self.samples)
+        values = self.values()
+        return math.fsum(values) / len(values)
 
     def _describe_base(self) -> str:
-        median = float(np.median(self.samples))
-        return f"Empirical(n={len(self.samples)}, median={_s(median)} s)"
+        values = self.values()
+        median = float(np.median(values))
+        source = f", {self.measure} from {self.trace.name}" if self.trace is not None else ""
+        return f"Empirical(n={len(values)}, median={_s(median)} s{source})"
 
 
 class AR1LogNormal(_DelayBase):

@@ -39,6 +39,10 @@ class TraceWriter:
         self._columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
         self._seq = 0
         self.rows_written = 0
+        # pyarrow writes the schema lazily; an empty batch puts it (and the run's metadata) on disk
+        # now, so a run killed before its first flush still leaves a readable (empty) trace.
+        self._writer.write_batch(pa.RecordBatch.from_pylist([], schema=self.schema))
+        self._sink.flush()
         # Bound appenders: the per-frame hot path appends to these lists directly.
         c = self._columns
         self._append = tuple(c[name].append for name in COLUMNS[1:])

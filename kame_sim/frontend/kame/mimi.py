@@ -42,7 +42,7 @@ from kame_sim.errors import InputError
 log = logging.getLogger(__name__)
 
 # Bump when the encode procedure or the file layout changes, so stale cache files are not reused.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: reset after the first frame, as KAME does
 # Frames per streaming encode call: 1, like KAME's server, whose codes the cache must reproduce
 # (see encode_channel for why larger chunks and offline encodes differ past 10 s).
 LIVE_CHUNK_FRAMES = 1
@@ -227,13 +227,20 @@ def encode_channel(
     # One copy of the whole channel (the conversation's audio is a read-only numpy view).
     wav = torch.tensor(audio[: n_frames * frame], dtype=torch.float32, device=device)[None, None]
     with torch.no_grad():
-        if chunk_frames is None:
-            codes = mimi.encode(wav)
+        # KAME's audio loop resets Mimi's streaming state after a session's first frame is encoded,
+        # so frame 0 is encoded on its own and every mode encodes the rest from a fresh state.
+        with mimi.streaming(1):
+            first = mimi.encode(wav[..., :frame])
+        rest = wav[..., frame:]
+        if n_frames == 1:
+            codes = first
+        elif chunk_frames is None:
+            codes = torch.cat([first, mimi.encode(rest)], dim=-1)
         else:
             step = chunk_frames * frame
             with mimi.streaming(1):
-                parts = [mimi.encode(wav[..., a : a + step]) for a in range(0, n_frames * frame, step)]
-            codes = torch.cat(parts, dim=-1)
+                parts = [mimi.encode(rest[..., a : a + step]) for a in range(0, rest.shape[-1], step)]
+            codes = torch.cat([first, *parts], dim=-1)
     codes = codes[0].cpu()
     if codes.shape != (k, n_frames):
         raise RuntimeError(f"Mimi returned codes of shape {tuple(codes.shape)}, expected {(k, n_frames)}")

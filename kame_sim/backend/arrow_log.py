@@ -1,0 +1,70 @@
+"""Append-only Arrow IPC stream files that survive a crash (shared by the LLM and STT cassettes).
+
+A file is an Arrow IPC *stream*: the schema message, then one record batch per entry, each written
+and fsynced as it is appended. Reading keeps every complete message and reports the byte offset
+just past the last one, so a torn tail (a crash mid-write) or an end-of-stream marker can be cut
+off before appending again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+
+from kame_sim.errors import InputError
+
+
+def read_stream(
+    path: Path, schema: pa.Schema, version_key: str, version: str, field: str, what: str
+) -> tuple[pa.Table, int]:
+    """Every complete batch (cast to ``schema``) and the offset just past the last complete message.
+
+    The file's schema must carry ``version_key = version`` in its metadata; otherwise (or when the
+    file is not an Arrow stream) an :class:`InputError` naming ``field`` says it is not ``what``.
+    """
+    data = path.read_bytes()
+    reader = pa.BufferReader(pa.py_buffer(data))
+    good = 0
+    found: pa.Schema | None = None
+    batches: list[pa.RecordBatch] = []
+    while True:
+        try:
+            message = pa.ipc.read_message(reader)
+        except EOFError:
+            break
+        except (OSError, pa.ArrowInvalid):
+            break  # a torn last message
+        if found is None:
+            if message.type != "schema":
+                raise InputError(path, field, "not an Arrow stream cassette")
+            found = pa.ipc.read_schema(message)
+            if (found.metadata or {}).get(version_key.encode()) != version.encode():
+                raise InputError(path, field, f"not a {what} (version {version})")
+        else:
+            batches.append(pa.ipc.read_record_batch(message, found))
+        good = reader.tell()
+    if found is None:
+        if data:
+            raise InputError(path, field, "not an Arrow stream cassette")
+        return schema.empty_table(), 0
+    return pa.Table.from_batches(batches, schema=found).select(schema.names).cast(schema), good
+
+
+def cut_torn_tail(path: Path, end: int) -> None:
+    """Truncate ``path`` to ``end`` (from :func:`read_stream`) so later appends stay readable."""
+    if path.exists() and end != path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(end)
+
+
+def append_batch(path: Path, schema: pa.Schema, batch: pa.RecordBatch) -> None:
+    """Append one batch as one encapsulated IPC message (the schema first in a new file), fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as f:
+        if f.tell() == 0:
+            f.write(schema.serialize().to_pybytes())
+        f.write(batch.serialize().to_pybytes())
+        f.flush()
+        os.fsync(f.fileno())

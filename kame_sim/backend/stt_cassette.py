@@ -1,0 +1,145 @@
+"""STT cassette: record a whisper STT event list to an Arrow file and replay it.
+
+Why: a live decode measures its compute time, so two runs give slightly different arrival times.
+Recording the event list once lets later runs replay exactly the same events (and so the same
+simulated trace) without decoding.
+
+Key: ``sha256`` of the canonical JSON ``{"channel", "content_hash", "model", "settings"}`` -- the
+conversation's content hash, the user channel, the model fingerprint (sha256 of model.bin,
+config.json, tokenizer.json and vocabulary files) and the settings that change the events
+(:func:`kame_sim.backend.whisper_stt.settings_key`). The last recording of a key wins.
+
+File: an Arrow IPC stream (kame_sim/backend/arrow_log.py), one record batch per recorded event
+list, appended and fsynced; a torn tail is cut off on the next open. Columns: ``run_index``,
+``key``, ``key_json`` (first row only), ``event_index`` (null for an empty list), ``kind``,
+``arrival``, ``text``, ``utterance``, ``delay``, ``speech_time``.
+
+Modes (``stt.cassette_mode``): ``record`` (start the file afresh, decode, append), ``replay``
+(never decode; a missing file or key is an InputError naming stt.cassette), ``auto`` (replay a hit,
+decode and append a miss).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+
+from kame_sim.backend.arrow_log import append_batch, cut_torn_tail, read_stream
+from kame_sim.backend.stt_sim import SttEvent
+from kame_sim.errors import InputError
+
+STT_CASSETTE_VERSION = "1"
+SttCassetteMode = Literal["record", "replay", "auto"]
+
+SCHEMA = pa.schema(
+    [
+        pa.field("run_index", pa.int64(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("key_json", pa.string()),
+        pa.field("event_index", pa.int32()),
+        pa.field("kind", pa.string()),
+        pa.field("arrival", pa.float64()),
+        pa.field("text", pa.string()),
+        pa.field("utterance", pa.int32()),
+        pa.field("delay", pa.float64()),
+        pa.field("speech_time", pa.float64()),
+    ],
+    metadata={"kame_sim.stt_cassette_version": STT_CASSETTE_VERSION},
+)
+
+
+def stt_key(
+    content_hash: str, channel: int, fingerprint: str, settings: dict[str, object]
+) -> tuple[str, str]:
+    """``(sha256 hex, canonical key JSON)``."""
+    from kame_sim.backend.whisper_stt import key_json_of
+
+    key_json = key_json_of(content_hash, channel, fingerprint, settings)
+    return hashlib.sha256(key_json.encode("utf-8")).hexdigest(), key_json
+
+
+def events_batch(run_index: int, key: str, key_json: str, events: list[SttEvent]) -> pa.RecordBatch:
+    n = max(len(events), 1)
+    has = bool(events)
+
+    def col(name: str) -> list[object]:
+        return [getattr(e, name) for e in events] if has else [None]
+
+    columns = {
+        "run_index": [run_index] * n,
+        "key": [key] * n,
+        "key_json": [key_json] + [None] * (n - 1),
+        "event_index": list(range(n)) if has else [None],
+        **{name: col(name) for name in ("kind", "arrival", "text", "utterance", "delay", "speech_time")},
+    }
+    return pa.RecordBatch.from_pydict(columns, schema=SCHEMA)
+
+
+class SttCassette:
+    """The file: recorded event lists by key, and an append-only writer."""
+
+    def __init__(self, path: Path, mode: SttCassetteMode = "auto") -> None:
+        if mode == "replay" and not path.exists():
+            raise InputError(
+                path, "stt.cassette", "cassette not found (record one with cassette_mode = 'record')"
+            )
+        if mode == "record" and path.exists():
+            path.unlink()
+        self.path, self.mode = path, mode
+        self.recorded: dict[str, list[SttEvent]] = {}
+        self.n_runs = 0
+        self.hits = self.misses = 0
+        if path.exists() and path.stat().st_size:
+            table, end = read_stream(
+                path,
+                SCHEMA,
+                "kame_sim.stt_cassette_version",
+                STT_CASSETTE_VERSION,
+                "stt.cassette",
+                "kame-sim STT cassette",
+            )
+            cut_torn_tail(path, end)
+            cols = table.to_pydict()
+            runs: dict[int, tuple[str, list[SttEvent]]] = {}
+            for i in range(table.num_rows):
+                run = runs.setdefault(cols["run_index"][i], (cols["key"][i], []))
+                if cols["event_index"][i] is not None:
+                    run[1].append(
+                        SttEvent(
+                            cols["kind"][i],
+                            cols["arrival"][i],
+                            cols["text"][i],
+                            cols["utterance"][i],
+                            cols["delay"][i],
+                            cols["speech_time"][i],
+                        )
+                    )
+            for index in sorted(runs):
+                key, events = runs[index]
+                self.recorded[key] = events
+            self.n_runs = len(runs)
+
+    def append(self, key: str, key_json: str, events: list[SttEvent]) -> None:
+        append_batch(self.path, SCHEMA, events_batch(self.n_runs, key, key_json, events))
+        self.recorded[key] = list(events)
+        self.n_runs += 1
+
+    def events(self, key: str, key_json: str, live: Callable[[], list[SttEvent]]) -> list[SttEvent]:
+        """Replay ``key`` or (record/auto) run ``live`` and record its events."""
+        if self.mode != "record" and key in self.recorded:
+            self.hits += 1
+            return list(self.recorded[key])
+        self.misses += 1
+        if self.mode == "replay":
+            raise InputError(
+                self.path,
+                "stt.cassette",
+                f"no recording for this conversation, model and settings ({key[:16]})",
+            )
+        events = live()
+        self.append(key, key_json, events)
+        return events
