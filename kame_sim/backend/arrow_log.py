@@ -8,6 +8,7 @@ off before appending again.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -29,12 +30,14 @@ def read_stream(
     good = 0
     found: pa.Schema | None = None
     batches: list[pa.RecordBatch] = []
+    torn = False
     while True:
         try:
             message = pa.ipc.read_message(reader)
         except EOFError:
             break
         except (OSError, pa.ArrowInvalid):
+            torn = True
             break  # a torn last message
         if found is None:
             if message.type != "schema":
@@ -46,7 +49,9 @@ def read_stream(
             batches.append(pa.ipc.read_record_batch(message, found))
         good = reader.tell()
     if found is None:
-        if data:
+        # A crash while the very first message (the schema) was written leaves a torn prefix of an
+        # IPC message (it starts with the 0xFFFFFFFF continuation marker): that file is empty.
+        if data and not (torn and data[:4] == b"\xff\xff\xff\xff"):
             raise InputError(path, field, "not an Arrow stream cassette")
         return schema.empty_table(), 0
     return pa.Table.from_batches(batches, schema=found).select(schema.names).cast(schema), good
@@ -63,6 +68,8 @@ def append_batch(path: Path, schema: pa.Schema, batch: pa.RecordBatch) -> None:
     """Append one batch as one encapsulated IPC message (the schema first in a new file), fsynced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # several runs of a sweep may share one cassette
+        f.seek(0, os.SEEK_END)
         if f.tell() == 0:
             f.write(schema.serialize().to_pybytes())
         f.write(batch.serialize().to_pybytes())

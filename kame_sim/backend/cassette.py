@@ -100,7 +100,9 @@ def _plans_of(table: pa.Table) -> list[tuple[str, LlmPlan]]:
     meta: tuple[str | None, float | None, str] = (None, None, "")
     for i in range(table.num_rows):
         ident = (cols["plan_index"][i], cols["key"][i])
-        if ident != current:
+        # A plan's rows start at chunk 0 (or are one chunk-less row): two writers that appended
+        # plans with the same index and key still come back as two plans.
+        if ident != current or cols["chunk_index"][i] in (0, None):
             if current is not None:
                 out.append((current[1], LlmPlan(chunks, meta[0], meta[1], meta[2])))
             current, chunks = ident, []

@@ -199,9 +199,19 @@ class OpenAiLlm:
             )
 
     def _mask(self, text: str) -> str:
-        if len(self._secret) >= 4:
-            text = text.replace(self._secret, "***")
-        return text
+        """Hide the key, and any 8+ character prefix of it (a message cut short can end mid-key)."""
+        secret = self._secret
+        if len(secret) < 8:
+            return text.replace(secret, "***") if len(secret) >= 4 else text
+        out, i = [], 0
+        while (j := text.find(secret[:8], i)) >= 0:
+            k = 8
+            while k < len(secret) and j + k < len(text) and text[j + k] == secret[k]:
+                k += 1
+            out += [text[i:j], "***"]
+            i = j + k
+        out.append(text[i:])
+        return "".join(out)
 
     async def _stream(self, messages: list[dict[str, str]]) -> LlmPlan:
         import openai

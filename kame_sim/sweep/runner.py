@@ -311,6 +311,8 @@ def _ray_backend(tasks: list[RunTask], workers: int, address: str) -> Iterator[R
 def _column(values: list[Any]) -> pa.Array:
     """A typed column from Python values; mixed ints/floats become float, anything else JSON."""
     present = [v for v in values if v is not None]
+    if not present:
+        return pa.array(values, pa.float64())  # a metric undefined in every run is still a number
     if all(isinstance(v, bool) for v in present):
         return pa.array(values, pa.bool_())
     if all(isinstance(v, int) and not isinstance(v, bool) for v in present):

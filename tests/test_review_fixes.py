@@ -1,0 +1,45 @@
+"""Regression tests for problems a review found in the back-ends and the sweep table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from kame_sim.backend.cassette import Cassette
+from kame_sim.backend.llm import LlmChunk, LlmPlan
+from kame_sim.backend.openai_llm import OpenAiLlm
+from kame_sim.sweep.runner import _column
+
+
+def test_two_writers_of_one_cassette_keep_their_plans_apart(tmp_path: Path):
+    path = tmp_path / "c.arrows"
+    first, second = Cassette(path), Cassette(path)  # both think the file holds 0 plans
+    first.append("K", "{}", LlmPlan([LlmChunk(0.1, "A1"), LlmChunk(0.2, "A2")]))
+    second.append("K", "{}", LlmPlan([LlmChunk(0.3, "B1")]))
+    plans = Cassette(path).plans["K"]
+    assert [[c.text for c in p.chunks] for p in plans] == [["A1", "A2"], ["B1"]]
+
+
+def test_a_cassette_torn_inside_its_schema_is_treated_as_empty(tmp_path: Path):
+    path = tmp_path / "c.arrows"
+    Cassette(path).append("K", "{}", LlmPlan([LlmChunk(0.1, "x")]))
+    path.write_bytes(path.read_bytes()[:100])  # a crash while the schema message was written
+    cassette = Cassette(path)
+    assert cassette.n_plans == 0
+    cassette.append("K", "{}", LlmPlan([LlmChunk(0.2, "y")]))
+    assert [c.text for c in Cassette(path).plans["K"][0].chunks] == ["y"]
+
+
+def test_a_key_cut_short_in_an_error_message_is_still_masked():
+    class Holder:
+        _secret = "sk-" + "Q" * 40
+
+    text = "http 401: echo " + "sk-" + "Q" * 19 + "..."
+    masked = OpenAiLlm._mask(Holder(), text)  # type: ignore[arg-type]
+    assert "QQQQQQQQ" not in masked and "***" in masked
+
+
+def test_a_metric_undefined_in_every_run_is_a_float_column():
+    assert _column([None, None]).type == pa.float64()
+    assert _column([True, None]).type == pa.bool_()
