@@ -43,3 +43,25 @@ def test_a_key_cut_short_in_an_error_message_is_still_masked():
 def test_a_metric_undefined_in_every_run_is_a_float_column():
     assert _column([None, None]).type == pa.float64()
     assert _column([True, None]).type == pa.bool_()
+
+
+def _run_or_die(task):
+    """A stand-in for execute_run: the run called 'bad' kills its worker process outright."""
+    import os
+
+    from kame_sim.sweep.runner import RunOutcome
+
+    if task.run_id == "bad":
+        os._exit(3)
+    return RunOutcome(task.run_id, "ok", None, task.conversation_id)
+
+
+def test_a_run_that_kills_its_worker_fails_alone_and_the_rest_finish():
+    from kame_sim.sweep.runner import RunTask, _process_pool
+
+    ids = ["a", "b", "bad", "c", "d", "e"]
+    tasks = [RunTask(i, f"/tmp/unused-{i}", {}, {}, 0, "conv") for i in ids]
+    outcomes = {o.run_id: o for o in _process_pool(tasks, 2, _run_or_die)}
+    assert set(outcomes) == set(ids)  # every run reported exactly once
+    assert outcomes["bad"].status == "failed" and "died" in (outcomes["bad"].error or "")
+    assert all(outcomes[i].status == "ok" for i in ids if i != "bad")

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -47,7 +48,6 @@ FIXED_COLUMNS = ("run_id", "status", "error", "conversation_id", "seed")
 #: How often a process pool may be rebuilt after a worker died (OOM killer, segfault, SIGKILL)
 #: before the runs still pending are recorded as failed; bounds the damage of a run that kills
 #: its worker every time.
-MAX_POOL_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -217,48 +217,60 @@ def _in_process(tasks: list[RunTask]) -> Iterator[RunOutcome]:
         yield execute_run(task)
 
 
-def _process_pool(tasks: list[RunTask], workers: int) -> Iterator[RunOutcome]:
-    """Run tasks in spawned worker processes, rebuilding the pool if a worker dies.
+def _process_pool(
+    tasks: list[RunTask], workers: int, run: Callable[[RunTask], RunOutcome] = execute_run
+) -> Iterator[RunOutcome]:
+    """Run tasks in spawned worker processes; a run that kills its worker fails alone.
 
     spawn (not fork): a fresh interpreter per worker is safe with torch and threads, and behaves
-    the same on Linux and macOS. A worker killed from outside breaks the whole pool; the runs
-    not finished yet are resubmitted to a new one (at most ``MAX_POOL_RESTARTS`` times).
+    the same on Linux and macOS. At most ``workers`` runs are in flight, so when a worker dies (and
+    takes the pool with it) the suspects are exactly the runs in flight. Each suspect is then run
+    alone in a fresh pool: one that breaks its pool alone is recorded as failed, the others (and
+    every run not started yet) go on. One broken design point never costs the other hundreds.
     """
     context = multiprocessing.get_context("spawn")
-    pending = {t.run_id: t for t in tasks}
-    restarts = 0
-    while pending:
+    queue: deque[RunTask] = deque(tasks)
+    suspects: deque[RunTask] = deque()
+    while queue or suspects:
+        solo = bool(suspects)
+        source = deque([suspects.popleft()]) if solo else queue
+        limit = 1 if solo else workers
+        in_flight: dict[Future[RunOutcome], RunTask] = {}
+        victims: list[RunTask] = []
         broken: BaseException | None = None
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context)
+        pool = ProcessPoolExecutor(max_workers=limit, mp_context=context)
         try:
-            futures: dict[Future[RunOutcome], RunTask] = {
-                pool.submit(execute_run, t): t for t in pending.values()
-            }
-            not_done = set(futures)
-            while not_done:
-                done, not_done = wait(not_done, return_when=FIRST_COMPLETED)
+            while source and len(in_flight) < limit:
+                task = source.popleft()
+                in_flight[pool.submit(run, task)] = task
+            while in_flight:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
-                    task = futures[future]
+                    task = in_flight.pop(future)
                     try:
                         outcome = future.result()
                     except BrokenProcessPool as exc:
                         broken = exc
+                        victims.append(task)
                         continue
                     except Exception as exc:  # e.g. a task that could not be pickled
                         outcome = _failed(task, _error_text(exc))
-                    del pending[task.run_id]
                     yield outcome
+                if broken is not None:
+                    victims.extend(in_flight.values())  # they die with the pool
+                    in_flight.clear()
+                    break
+                while source and len(in_flight) < limit:
+                    task = source.popleft()
+                    in_flight[pool.submit(run, task)] = task
         finally:
-            # On Ctrl-C (or a consumer that stops early) drop the queued runs instead of
-            # finishing them all before returning.
+            # On Ctrl-C (or a consumer that stops early) drop queued runs instead of finishing them.
             pool.shutdown(wait=True, cancel_futures=True)
-        if broken is not None and pending:
-            restarts += 1
-            if restarts > MAX_POOL_RESTARTS:
-                message = f"worker process died {restarts} times; last: {broken}"
-                for task in list(pending.values()):
-                    del pending[task.run_id]
-                    yield _failed(task, message)
+        if broken is not None:
+            if solo:
+                yield _failed(victims[0], f"its worker process died while it ran alone: {broken}")
+            else:
+                suspects.extend(victims)
 
 
 def _require_ray() -> Any:
