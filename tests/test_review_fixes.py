@@ -65,3 +65,21 @@ def test_a_run_that_kills_its_worker_fails_alone_and_the_rest_finish():
     assert set(outcomes) == set(ids)  # every run reported exactly once
     assert outcomes["bad"].status == "failed" and "died" in (outcomes["bad"].error or "")
     assert all(outcomes[i].status == "ok" for i in ids if i != "bad")
+
+
+def test_replay_resends_dropped_puts_so_a_larger_queue_receives_them(tmp_path: Path):
+    from conftest import DEMO_SCENARIO
+
+    from kame_sim.backend.oracle_replay import load_oracle_schedule
+    from kame_sim.config import load_scenario
+    from kame_sim.runner import run_scenario
+    from kame_sim.trace import read_trace
+    from kame_sim.trace.summary import summarize
+
+    small = run_scenario(load_scenario(DEMO_SCENARIO, {"policy.queue_size": 2}), tmp_path / "small")
+    dropped = summarize(read_trace(small.run_dir)).oracle_dropped
+    assert dropped > 0
+    items = load_oracle_schedule(small.run_dir)
+    replay = load_scenario(DEMO_SCENARIO, {"replay.oracle_from": str(small.run_dir), "policy.queue_size": 64})
+    summary = summarize(read_trace(run_scenario(replay, tmp_path / "big").run_dir))
+    assert summary.oracle_dropped == 0 and summary.oracle_enqueued == len(items)

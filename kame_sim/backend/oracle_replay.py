@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import simpy
 
@@ -35,13 +36,15 @@ class RecordedOracleItem(NamedTuple):
 
 
 def recorded_oracle_items(trace: TraceData) -> list[RecordedOracleItem]:
-    """The ``oracle_enqueue`` rows of a simulated or imported trace, in trace order.
+    """Every recorded put (``oracle_enqueue`` and ``oracle_drop`` rows), in trace order.
 
-    An append recorded without a stream (an imported log whose first line is not a reset) gets
+    Dropped puts are replayed too: the replaying scenario's own queue decides again whether they
+    fit, so replaying into a larger queue does not silently lose what the back-end sent. An append
+    recorded without a stream (an imported log whose first line is not a reset) gets
     stream 0; the oracle treats an append with no oracle yet as a reset, as KAME does.
     """
     table = trace.table
-    rows = table.filter(pc.equal(table.column("event"), "oracle_enqueue"))
+    rows = table.filter(pc.is_in(table.column("event"), pa.array(["oracle_enqueue", "oracle_drop"])))
     items: list[RecordedOracleItem] = []
     columns = rows.select(["t_sim", "detail", "text", "stream_id"]).to_pydict()
     for t, action, text, sid in zip(
