@@ -379,9 +379,19 @@ def whisper_stt_events(scenario: Scenario, conversation: Conversation) -> list[S
     return SttCassette(s.cassette, s.cassette_mode).events(key, key_json, live)
 
 
+# Bump when the streaming policy or its constants change: old STT cassettes then miss, not replay.
+POLICY_VERSION = 1
+
+
 def key_json_of(content_hash: str, channel: int, fingerprint: str, settings: dict[str, object]) -> str:
     return json.dumps(
-        {"channel": channel, "content_hash": content_hash, "model": fingerprint, "settings": settings},
+        {
+            "channel": channel,
+            "content_hash": content_hash,
+            "model": fingerprint,
+            "policy": POLICY_VERSION,
+            "settings": settings,
+        },
         sort_keys=True,
         separators=(",", ":"),
     )

@@ -194,7 +194,7 @@ def finished_outcome(run_dir: Path, run_id: str) -> RunOutcome | None:
         if record.get("kame_sim_version") != __version__:
             return None  # written by another release: its metrics may mean something else
         trace = read_trace(run_dir)
-    except (OSError, ValueError):  # ValueError covers bad JSON and InputError from read_trace
+    except (OSError, ValueError, AttributeError):  # bad JSON, not an object, InputError (a ValueError)
         return None
     if not trace.complete or trace.truncated:
         return None
