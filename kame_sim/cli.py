@@ -170,8 +170,8 @@ def sweep(
 
             result = run_sweep(spec, out, workers, resume, report, ray)
     console.print(
-        f"{result.total} runs: {result.executed} run now, {result.resumed} reused, {result.failed} failed "
-        f"in {result.wall_s:.1f} s"
+        f"{result.total} runs: {len(result.executed)} run now, {len(result.resumed)} reused, "
+        f"{len(result.failed)} failed in {result.wall_s:.1f} s"
     )
     console.print(f"results: [bold]{result.results_path}[/]  (report: kame-sim report {result.out_dir})")
     if result.failed:
@@ -200,7 +200,7 @@ def check(
                 progress.update(task, completed=done, total=total)
 
             result = run_check(spec, out, workers, junit, markdown, resume, report)
-    console.print(result.markdown, highlight=False)
+    console.print(result.markdown, highlight=False, soft_wrap=True, markup=False)
     if not result.passed:
         raise typer.Exit(1)
 

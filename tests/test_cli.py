@@ -180,7 +180,10 @@ def test_sweep_then_report_draws_robustness_curves(tmp_path: Path):
     out = tmp_path / "sw"
     result = invoke("sweep", write_sweep(tmp_path), "--out", out, "--workers", "1", "--quiet")
     assert result.exit_code == 0, result.output
-    assert "4 runs" in result.output and (out / "results.parquet").exists()
+    assert "4 runs: 4 run now, 0 reused, 0 failed" in result.output
+    assert (out / "results.parquet").exists()
+    again = invoke("sweep", write_sweep(tmp_path), "--out", out, "--workers", "1", "--quiet")
+    assert "4 runs: 0 run now, 4 reused, 0 failed" in again.output
     shown = invoke("report", out)
     assert shown.exit_code == 0, shown.output
     html = (out / "report" / "index.html").read_text(encoding="utf-8")
