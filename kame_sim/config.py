@@ -237,16 +237,32 @@ def set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def parse_toml_value(raw: str) -> Any:
+    """A command-line value read as TOML (``1.5``, ``true``, ``{kind = ...}``); bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is one InputError line naming it."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, None, f"{what} file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, None, f"is a directory, not a {what} file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, None, f"not valid TOML: {exc}") from None
+
+
 def parse_override(assignment: str) -> tuple[str, Any]:
     """Parse ``key=value`` where value is a TOML value (bare words are taken as strings)."""
     if "=" not in assignment:
         raise InputError("<cli>", assignment, "expected KEY=VALUE")
     key, raw = (s.strip() for s in assignment.split("=", 1))
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
+    return key, parse_toml_value(raw)
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
@@ -270,12 +286,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
 def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenario:
     """Read, merge ``overrides`` (dotted keys) and validate a scenario file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, None, "scenario file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(path, None, f"not valid TOML: {exc}") from None
+    data = read_toml(path, "scenario")
     _resolve_paths(data, path.resolve().parent)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)

@@ -33,7 +33,6 @@ import re
 import sys
 import threading
 import time
-import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kame_sim.backend.content import LlmRequest, OracleRawReplay
 from kame_sim.backend.llm import chunk_reply
+from kame_sim.config import parse_toml_value, read_toml
 from kame_sim.delays import DelayField, DelaySampler, component_rng
 from kame_sim.errors import InputError
 
@@ -117,12 +117,7 @@ def load_serve_config(path: Path | None = None, overrides: dict[str, Any] | None
     source: str | Path = "<cli>"
     if path is not None:
         source = path
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(path, None, "config file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(path, None, f"not valid TOML: {exc}") from None
+        data = read_toml(path, "config")
         cp = data.get("conversation_path")
         if isinstance(cp, str) and not Path(cp).expanduser().is_absolute():
             data["conversation_path"] = str((path.resolve().parent / cp).resolve())
@@ -587,13 +582,6 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _delay_value(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
 def config_from_args(args: argparse.Namespace) -> ServeLlmConfig:
     """Turn parsed options into a validated config (InputError on bad values)."""
     overrides: dict[str, Any] = parse_fault_options(args.fault, args.schedule)
@@ -604,9 +592,9 @@ def config_from_args(args: argparse.Namespace) -> ServeLlmConfig:
     if args.conversation is not None:
         overrides["conversation_path"] = str(args.conversation.resolve())
     if args.ttft is not None:
-        overrides["ttft"] = _delay_value(args.ttft)
+        overrides["ttft"] = parse_toml_value(args.ttft)
     if args.inter_chunk is not None:
-        overrides["inter_chunk"] = _delay_value(args.inter_chunk)
+        overrides["inter_chunk"] = parse_toml_value(args.inter_chunk)
     if args.repeat_schedule:
         overrides["repeat_schedule"] = True
     return load_serve_config(args.config, overrides)

@@ -31,10 +31,10 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kame_sim.config import validation_to_input_error
+from kame_sim.config import read_toml, validation_to_input_error
 from kame_sim.errors import InputError
 from kame_sim.sweep.runner import ProgressCallback, SweepResult, execute_plan
-from kame_sim.sweep.spec import SweepPlan, flatten_dotted, load_sweep, parse_spec, plan_sweep, read_toml
+from kame_sim.sweep.spec import SweepPlan, flatten_dotted, load_sweep, parse_spec, plan_sweep
 
 Stat = Literal["mean", "median", "p95", "max", "min"]
 Op = Literal["<=", "<", ">=", ">", "=="]

@@ -17,7 +17,6 @@ import hashlib
 import itertools
 import json
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kame_sim.config import Scenario, load_scenario, validation_to_input_error
+from kame_sim.config import Scenario, load_scenario, read_toml, validation_to_input_error
 from kame_sim.conversation.loader import AUDIO_DIR, ORACLE_DIR, TEXT_DIR, content_hash, list_conversations
 from kame_sim.errors import InputError
 
@@ -185,18 +184,6 @@ class SweepPlan:
                 for r in self.runs
             ],
         }
-
-
-def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A TOML file as a dict; a missing or malformed file is one InputError line."""
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, None, f"{what} file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, None, f"is a directory, not a {what} file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(path, None, f"not valid TOML: {exc}") from None
 
 
 def parse_spec(data: dict[str, Any], source: Path) -> SweepSpec:
