@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_serve_llm.py [--clients 1,8,32,64] [--seconds 4]
                                                    [--accuracy-clients 1,16,64] [--streams 40]
 
-The server runs in its own process (``python -m kame_sim.backend.serve_llm --port 0``), as it does
+The server runs in its own process (``python -m kame_sim.llm.serve --port 0``), as it does
 when a KAME server is pointed at it; the clients run in this process on one asyncio loop.
 
 1. **Throughput.** Zero delays, a 30-word reply (30 content chunks + role, stop and [DONE] events).
@@ -45,7 +45,7 @@ MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content
 @contextmanager
 def server(*args: str) -> Iterator[str]:
     """serve-llm in a subprocess on a free loopback port; yields its base URL."""
-    cmd = [sys.executable, "-m", "kame_sim.backend.serve_llm", "--port", "0", *args]
+    cmd = [sys.executable, "-m", "kame_sim.llm.serve", "--port", "0", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert proc.stdout is not None
@@ -137,8 +137,8 @@ async def accuracy_raw(base_url: str, clients: int, streams: int) -> tuple[list[
 
 
 def accuracy_openai_llm(base_url: str, streams: int) -> tuple[list[float], list[float]]:
-    from kame_sim.backend.content import LlmRequest
-    from kame_sim.backend.openai_llm import OpenAiLlm
+    from kame_sim.llm.content import LlmRequest
+    from kame_sim.llm.openai_backend import OpenAiLlm
 
     llm = OpenAiLlm(api_key="dummy", base_url=base_url)
     request = LlmRequest(0.0, "user: hello there ", "hello there", 1)

@@ -11,13 +11,13 @@ import statistics
 import time
 from pathlib import Path
 
-from kame_sim.backend.whisper_stt import (
+from kame_sim.conversation import load_conversation
+from kame_sim.stt.whisper import (
     FasterWhisperDecoder,
     default_model_dir,
     stream_events,
     user_audio_16k,
 )
-from kame_sim.conversation import load_conversation
 
 REPO = Path(__file__).resolve().parents[1]
 

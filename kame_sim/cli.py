@@ -81,10 +81,10 @@ def run(
     ] = None,
 ) -> None:
     """Run one scenario and write its trace; ends with a summary table."""
+    from kame_sim.metrics.summary import summarize
     from kame_sim.report_text import render_summary
     from kame_sim.runner import run_scenario
     from kame_sim.trace import read_trace
-    from kame_sim.trace.summary import summarize
 
     with _user_errors():
         sc = load_scenario(scenario, _overrides(conversation, conversation_id, seed, set_ or []))
@@ -118,9 +118,9 @@ def trace_show(
     events: Annotated[int, typer.Option(help="also print the first N rows")] = 0,
 ) -> None:
     """Summarise a recorded trace (complete or partial)."""
+    from kame_sim.metrics.summary import summarize
     from kame_sim.report_text import render_summary
     from kame_sim.trace import read_trace
-    from kame_sim.trace.summary import summarize
 
     with _user_errors():
         data = read_trace(path)
@@ -237,7 +237,7 @@ def serve_llm(ctx: typer.Context) -> None:
     Options: kame-sim serve-llm --help. Point a live KAME server at it with
     OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 OPENAI_API_KEY=dummy.
     """
-    from kame_sim.backend.serve_llm import main as serve_main
+    from kame_sim.llm.serve import main as serve_main
 
     raise typer.Exit(serve_main(list(ctx.args)))
 
@@ -271,7 +271,7 @@ def import_kame_logs_command(
     ] = None,
 ) -> None:
     """Import a KAME server's plain-text logs as a trace (replay it with [replay] oracle_from)."""
-    from kame_sim.importers import default_import_dir, import_kame_logs
+    from kame_sim.replay import default_import_dir, import_kame_logs
 
     with _user_errors():
         trace = import_kame_logs(log_dir, out or default_import_dir(log_dir), overwrite, start_epoch_ms)

@@ -56,7 +56,7 @@ class SttSettings(_Section):
     """Streaming STT: simulated (partials per word, a final after each utterance) or whisper.
 
     ``kind = "whisper"`` runs faster-whisper with a LocalAgreement-2 policy on the user channel
-    (kame_sim/backend/whisper_stt.py, docs/stt.md); ``partial_delay``/``final_delay`` then do not
+    (kame_sim/stt/whisper.py, docs/stt.md); ``partial_delay``/``final_delay`` then do not
     apply, arrivals come from measured decode times × ``compute_scale``.
     """
 
@@ -82,8 +82,8 @@ class LlmSettings(_Section):
     """The back-end LLM: simulated (content source + delay models) or a live OpenAI-compatible one.
 
     ``content``, ``ttft``, ``inter_chunk``, ``words_per_chunk`` and ``max_reply_words`` drive the
-    simulated back-end; ``base_url`` … ``max_retries`` the live one (kame_sim/backend/openai_llm.py).
-    ``cassette`` records live plans to an Arrow file and replays them (kame_sim/backend/cassette.py).
+    simulated back-end; ``base_url`` … ``max_retries`` the live one (kame_sim/llm/openai_backend.py).
+    ``cassette`` records live plans to an Arrow file and replays them (kame_sim/llm/cassette.py).
     """
 
     kind: Literal["simulated", "openai"] = "simulated"
@@ -165,7 +165,7 @@ class KameSettings(_Section):
 
 
 class ReplaySettings(_Section):
-    """Replay a recorded oracle instead of simulating STT and the LLM (kame_sim/backend/oracle_replay.py).
+    """Replay a recorded oracle instead of simulating STT and the LLM (kame_sim/replay/oracle_replay.py).
 
     ``oracle_from`` is a trace (run directory or .arrows, simulated or imported from KAME logs) whose
     ``oracle_enqueue`` rows are put into the oracle queue at their recorded times.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from kame_sim.trace.summary import TraceSummary
+from kame_sim.metrics.summary import TraceSummary
 
 
 def _s(value: float | None) -> str:

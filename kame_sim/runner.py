@@ -8,22 +8,23 @@ a half-written run behind. Once the trace is open, rows are streamed to disk as 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from kame_sim import __version__
-from kame_sim.backend.content import LlmContentSource, OracleRawReplay, ProgressiveHintSource
-from kame_sim.backend.llm import LlmBackend, SimulatedLlm
-from kame_sim.backend.stt_sim import SttEvent, schedule_stt_events
 from kame_sim.config import BehaviouralSettings, Scenario
 from kame_sim.conversation import Conversation, load_conversation
 from kame_sim.delays import component_rng
 from kame_sim.errors import InputError
 from kame_sim.frontend.behavioural import BehaviouralFrontend
 from kame_sim.frontend.protocol import Frontend
+from kame_sim.llm.content import LlmContentSource, OracleRawReplay, ProgressiveHintSource
+from kame_sim.llm.plan import LlmBackend, SimulatedLlm
+from kame_sim.run_dir import prepare_run_dir
 from kame_sim.sim import ProgressCallback, Session, SessionParts
+from kame_sim.stt.events import SttEvent
+from kame_sim.stt.simulated import schedule_stt_events
 from kame_sim.tokenizer import TextTokenizer
 from kame_sim.trace.schema import TRACE_FILENAME
 from kame_sim.trace.writer import TraceWriter
@@ -100,7 +101,7 @@ def build_llm(
     if pure_replay:
         inner = None
     elif settings.kind == "openai":
-        from kame_sim.backend.openai_llm import OpenAiLlm
+        from kame_sim.llm.openai_backend import OpenAiLlm
 
         inner = OpenAiLlm.from_settings(settings, environ)
     else:
@@ -125,7 +126,7 @@ def build_llm(
         )
     llm: LlmBackend | None = inner
     if settings.cassette is not None:
-        from kame_sim.backend.cassette import CassetteLlm
+        from kame_sim.llm.cassette import CassetteLlm
 
         llm = CassetteLlm(
             inner,
@@ -137,7 +138,7 @@ def build_llm(
         )
     assert llm is not None
     if settings.time_scale != 1.0:
-        from kame_sim.backend.openai_llm import ScaledLlm
+        from kame_sim.llm.openai_backend import ScaledLlm
 
         llm = ScaledLlm(llm, settings.time_scale)
     return llm
@@ -146,7 +147,7 @@ def build_llm(
 def build_stt_events(scenario: Scenario, conversation: Conversation) -> list[SttEvent]:
     """The user channel's STT results: simulated from the word timestamps, or faster-whisper."""
     if scenario.stt.kind == "whisper":
-        from kame_sim.backend.whisper_stt import whisper_stt_events
+        from kame_sim.stt.whisper import whisper_stt_events
 
         return whisper_stt_events(scenario, conversation)
     return schedule_stt_events(
@@ -167,7 +168,7 @@ def build_session_parts(
     llm = build_llm(scenario, conversation)
     oracle_replay = None
     if scenario.replay.oracle_from is not None:
-        from kame_sim.backend.oracle_replay import load_oracle_schedule
+        from kame_sim.replay.oracle_replay import load_oracle_schedule
 
         oracle_replay = load_oracle_schedule(scenario.replay.oracle_from)
     return SessionParts(
@@ -202,15 +203,6 @@ def trace_metadata(
         "kame_sim.frontend": scenario.frontend.kind,
         "kame_sim.tokenizer_vocab": str(tokenizer.vocab_size),
     }
-
-
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to clobber an existing trace unless asked to."""
-    if (run_dir / TRACE_FILENAME).exists():
-        if not overwrite:
-            raise InputError(run_dir, None, "already holds a trace; pass --overwrite or choose --out")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def run_scenario(

@@ -30,17 +30,17 @@ import numpy as np
 import simpy
 import simpy.rt
 
-from kame_sim.backend.asr_state import AsrState
-from kame_sim.backend.content import LlmRequest
-from kame_sim.backend.conversation_log import ConversationLog
-from kame_sim.backend.llm import LlmBackend
-from kame_sim.backend.oracle_replay import RecordedOracleItem, oracle_replay_process
-from kame_sim.backend.stream_manager import StreamManagerPolicy
-from kame_sim.backend.stt_sim import SttEvent
 from kame_sim.config import Scenario
 from kame_sim.conversation import Conversation, Word, user_utterances
 from kame_sim.frontend.protocol import Frontend, SessionInfo
+from kame_sim.llm.content import LlmRequest
+from kame_sim.llm.plan import LlmBackend
 from kame_sim.oracle import OracleItem, OracleQueue, OracleState
+from kame_sim.policy.asr_state import AsrState
+from kame_sim.policy.conversation_log import ConversationLog
+from kame_sim.policy.poll_loop import StreamManagerPolicy
+from kame_sim.replay.oracle_replay import RecordedOracleItem, oracle_replay_process
+from kame_sim.stt.events import SttEvent
 from kame_sim.tokenizer import TextTokenizer
 from kame_sim.trace.writer import TraceWriter
 

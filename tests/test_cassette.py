@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 from test_openai_llm import KEY_ENV, REQUEST, fast_config, live_scenario
 
-from kame_sim.backend.cassette import (
+from kame_sim.errors import InputError
+from kame_sim.llm.cassette import (
     SCHEMA,
     CassetteLlm,
     canonical_request,
@@ -18,11 +19,10 @@ from kame_sim.backend.cassette import (
     read_cassette,
     request_key,
 )
-from kame_sim.backend.content import LlmRequest
-from kame_sim.backend.llm import LlmChunk, LlmPlan
-from kame_sim.backend.openai_llm import kame_messages
-from kame_sim.backend.serve_llm import serving
-from kame_sim.errors import InputError
+from kame_sim.llm.content import LlmRequest
+from kame_sim.llm.openai_backend import kame_messages
+from kame_sim.llm.plan import LlmChunk, LlmPlan
+from kame_sim.llm.serve import serving
 from kame_sim.runner import run_scenario
 from kame_sim.trace import read_trace
 

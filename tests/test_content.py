@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kame_sim.backend.content import (
+from kame_sim.conversation import Conversation, OraclePrediction, Word, load_conversation
+from kame_sim.llm.content import (
     HINT_LEVEL_BOUNDS,
     LlmRequest,
     OracleRawReplay,
     ProgressiveHintSource,
     hint_level,
 )
-from kame_sim.conversation import Conversation, OraclePrediction, Word, load_conversation
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "scenarios" / "data" / "demo"

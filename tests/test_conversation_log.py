@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kame_sim.backend.conversation_log import ConversationLog
+from kame_sim.policy.conversation_log import ConversationLog
 
 
 def test_lines_per_speaker_and_pieces_kept_apart_as_kame_does():

@@ -13,7 +13,7 @@ from kame_sim.config import load_scenario, scenario_from_dict
 from kame_sim.delays import component_rng
 from kame_sim.delays.models import Empirical, parse_delay
 from kame_sim.errors import InputError
-from kame_sim.importers import import_kame_logs
+from kame_sim.replay import import_kame_logs
 from kame_sim.runner import run_scenario
 from kame_sim.trace import read_trace
 

@@ -12,10 +12,10 @@ from conftest import DEMO_SCENARIO
 from trace_checks import check_invariants, rows
 
 from kame_sim.config import load_scenario
+from kame_sim.metrics.summary import summarize
 from kame_sim.runner import build_session_parts, load_run_conversation, run_scenario, trace_metadata
 from kame_sim.sim import Session
 from kame_sim.trace import WALL_COLUMNS, TraceWriter, read_trace
-from kame_sim.trace.summary import summarize
 
 
 def simulated(table: pa.Table) -> pa.Table:

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from kame_sim.cli import app
 from kame_sim.config import load_scenario
+from kame_sim.metrics.summary import summarize
 from kame_sim.runner import run_scenario
 from kame_sim.trace import WALL_COLUMNS, read_trace
-from kame_sim.trace.summary import summarize
 
 TINY_SCENARIO = DEMO_SCENARIO.parent / "tiny-kame.toml"
 SECONDS = 6.0  # enough for two user utterance partials, a few LLM streams and oracle tokens

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kame_sim.errors import InputError
-from kame_sim.importers import default_import_dir, import_kame_logs
+from kame_sim.replay import default_import_dir, import_kame_logs
 from kame_sim.trace import read_trace
 
 BASE = 1_700_000_000_000

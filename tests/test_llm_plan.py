@@ -8,9 +8,9 @@ from conftest import DEMO_SCENARIO
 from test_stt_sim import Fixed
 from trace_checks import check_invariants, rows
 
-from kame_sim.backend.content import LlmRequest
-from kame_sim.backend.llm import LlmChunk, LlmPlan, SimulatedLlm, chunk_reply
 from kame_sim.config import load_scenario
+from kame_sim.llm.content import LlmRequest
+from kame_sim.llm.plan import LlmChunk, LlmPlan, SimulatedLlm, chunk_reply
 from kame_sim.runner import build_session_parts, load_run_conversation, trace_metadata
 from kame_sim.sim import Session
 from kame_sim.trace import TraceWriter, read_trace

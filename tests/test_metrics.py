@@ -21,10 +21,10 @@ from kame_sim.metrics import (
     reference_replies_from_conversation,
     word_f1,
 )
+from kame_sim.metrics.summary import response_onsets, summarize
 from kame_sim.metrics.text import pieces_to_words
 from kame_sim.runner import run_scenario
 from kame_sim.trace import TraceWriter, read_trace
-from kame_sim.trace.summary import response_onsets, summarize
 
 FS = 0.08
 

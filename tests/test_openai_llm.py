@@ -19,12 +19,12 @@ from aiohttp import web
 from conftest import DEMO_SCENARIO
 from trace_checks import check_invariants, rows
 
-from kame_sim.backend.content import LlmRequest
-from kame_sim.backend.llm import LlmChunk, LlmPlan
-from kame_sim.backend.openai_llm import KAME_SYSTEM_PROMPT, OpenAiLlm, ScaledLlm, kame_messages
-from kame_sim.backend.serve_llm import ServeLlmConfig, serving
 from kame_sim.config import load_scenario
 from kame_sim.errors import InputError
+from kame_sim.llm.content import LlmRequest
+from kame_sim.llm.openai_backend import KAME_SYSTEM_PROMPT, OpenAiLlm, ScaledLlm, kame_messages
+from kame_sim.llm.plan import LlmChunk, LlmPlan
+from kame_sim.llm.serve import ServeLlmConfig, serving
 from kame_sim.runner import run_scenario
 from kame_sim.trace import read_trace
 

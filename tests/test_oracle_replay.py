@@ -9,10 +9,10 @@ import pytest
 from conftest import DEMO_SCENARIO
 from test_kame_logs import write_log
 
-from kame_sim.backend.oracle_replay import load_oracle_schedule, recorded_oracle_items
 from kame_sim.config import load_scenario
 from kame_sim.errors import InputError
-from kame_sim.importers import import_kame_logs
+from kame_sim.replay import import_kame_logs
+from kame_sim.replay.oracle_replay import load_oracle_schedule, recorded_oracle_items
 from kame_sim.runner import run_scenario
 from kame_sim.trace import read_trace
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from kame_sim.backend.cassette import Cassette
-from kame_sim.backend.llm import LlmChunk, LlmPlan
-from kame_sim.backend.openai_llm import OpenAiLlm
+from kame_sim.llm.cassette import Cassette
+from kame_sim.llm.openai_backend import OpenAiLlm
+from kame_sim.llm.plan import LlmChunk, LlmPlan
 from kame_sim.sweep.runner import _column
 
 
@@ -70,11 +70,11 @@ def test_a_run_that_kills_its_worker_fails_alone_and_the_rest_finish():
 def test_replay_resends_dropped_puts_so_a_larger_queue_receives_them(tmp_path: Path):
     from conftest import DEMO_SCENARIO
 
-    from kame_sim.backend.oracle_replay import load_oracle_schedule
     from kame_sim.config import load_scenario
+    from kame_sim.metrics.summary import summarize
+    from kame_sim.replay.oracle_replay import load_oracle_schedule
     from kame_sim.runner import run_scenario
     from kame_sim.trace import read_trace
-    from kame_sim.trace.summary import summarize
 
     small = run_scenario(load_scenario(DEMO_SCENARIO, {"policy.queue_size": 2}), tmp_path / "small")
     dropped = summarize(read_trace(small.run_dir)).oracle_dropped

@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 from conftest import REPO
 
-from kame_sim.backend.serve_llm import (
+from kame_sim.errors import InputError
+from kame_sim.llm.serve import (
     ServeLlmConfig,
     check_host,
     echo_text,
@@ -27,7 +28,6 @@ from kame_sim.backend.serve_llm import (
     serving,
     user_word_count,
 )
-from kame_sim.errors import InputError
 
 MESSAGES = [
     {"role": "system", "content": "be brief"},
@@ -240,8 +240,8 @@ def test_echo_and_user_word_count():
 def test_oracle_raw_content_follows_the_users_progress():
     data = REPO / "scenarios" / "data" / "demo"
     config = ServeLlmConfig(content="oracle_raw", conversation_path=data, ttft=0.0, inter_chunk=0.0)
-    from kame_sim.backend.serve_llm import ContentSource
     from kame_sim.conversation import load_conversation
+    from kame_sim.llm.serve import ContentSource
 
     source = ContentSource(config)
     conversation = load_conversation(data, None, require_oracle=True)
@@ -276,7 +276,7 @@ def test_a_kame_style_client_finds_it_through_the_environment(monkeypatch: pytes
 
 
 def test_command_line_options_map_onto_the_config(capsys: pytest.CaptureFixture[str]):
-    from kame_sim.backend.serve_llm import build_arg_parser, config_from_args, main
+    from kame_sim.llm.serve import build_arg_parser, config_from_args, main
 
     args = build_arg_parser().parse_args(
         ["--content", "fixed:hi there", "--ttft", "gpt-4.1-ttft", "--inter-chunk", "0.01", "--fault",

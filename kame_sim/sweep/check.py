@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kame_sim.config import read_toml, validation_to_input_error
 from kame_sim.errors import InputError
+from kame_sim.metrics import aggregate
 from kame_sim.sweep.runner import ProgressCallback, SweepResult, execute_plan
 from kame_sim.sweep.spec import SweepPlan, flatten_dotted, load_sweep, parse_spec, plan_sweep
 
@@ -232,8 +233,6 @@ def estimate(runs: pa.Table, metric: str, stat: str) -> Estimate:
     conversation, deterministic) so the gate and the sweep reports agree on every number;
     max/min are taken directly (an extreme has no useful bootstrap interval).
     """
-    from kame_sim.metrics import aggregate
-
     agg = aggregate(runs, by=[], metrics=[metric], cluster="conversation_id").to_pylist()[0]
     n = int(agg["n"])
     if n == 0:

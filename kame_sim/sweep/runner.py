@@ -30,10 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kame_sim import __version__
+from kame_sim.config import scenario_from_dict
 from kame_sim.conversation import Conversation
 from kame_sim.errors import InputError
+from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
+from kame_sim.runner import load_run_conversation, run_scenario
 from kame_sim.sweep.spec import PlannedRun, SweepPlan, load_sweep
-from kame_sim.trace import TraceData
+from kame_sim.trace import TraceData, read_trace
 
 #: ``progress(done, total, failed)``: runs finished (resumed ones included), runs in the sweep,
 #: runs failed so far. Called in the calling process, once at the start and after every run.
@@ -116,8 +119,6 @@ def metrics_row(trace: TraceData, conversation: Conversation | None = None) -> d
     With the conversation, the reply-agreement metrics (``reply_f1_mean``) are filled in too:
     the reference is what the front-end's speaker really said after each user utterance.
     """
-    from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
-
     references = None
     if conversation is not None:
         references = reference_replies_from_conversation(conversation, trace.scenario)
@@ -131,10 +132,6 @@ def execute_run(task: RunTask) -> RunOutcome:
     Never raises for a failed run: the error is returned (and written to ``error.json``) so the
     sweep can go on. The run directory is wiped first: whatever a killed worker left is redone.
     """
-    from kame_sim.config import scenario_from_dict
-    from kame_sim.runner import load_run_conversation, run_scenario
-    from kame_sim.trace import read_trace
-
     started = time.perf_counter()
     run_dir = Path(task.run_dir)
     conversation_id = task.conversation_id
@@ -185,8 +182,6 @@ def finished_outcome(run_dir: Path, run_id: str) -> RunOutcome | None:
     trace is complete (ends with ``run_end``, no torn batch). Anything else (a worker killed
     mid-run, a corrupted trace, deleted metrics) is redone.
     """
-    from kame_sim.trace import read_trace
-
     try:
         record = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
         if record.get("run_id") != run_id or record.get("status") != "ok":

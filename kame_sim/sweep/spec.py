@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kame_sim import __version__
 from kame_sim.config import Scenario, load_scenario, read_toml, validation_to_input_error
 from kame_sim.conversation.loader import AUDIO_DIR, ORACLE_DIR, TEXT_DIR, content_hash, list_conversations
 from kame_sim.errors import InputError
@@ -163,8 +164,6 @@ class SweepPlan:
 
     def resolved(self) -> dict[str, Any]:
         """What ``sweep.resolved.json`` records: enough to see exactly what was (to be) run."""
-        from kame_sim import __version__
-
         return {
             "kame_sim_version": __version__,
             "name": self.name,

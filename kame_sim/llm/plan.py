@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kame_sim.backend.content import LlmContentSource, LlmRequest
 from kame_sim.delays import DelaySampler
+from kame_sim.llm.content import LlmContentSource, LlmRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ is controlled; :class:`FasterWhisperDecoder` is the real one (models load from a
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -29,8 +28,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from kame_sim.backend.stt_sim import SttEvent
 from kame_sim.errors import InputError
+from kame_sim.stt.cassette import SttCassette, stt_key
+from kame_sim.stt.events import SttEvent
 
 if TYPE_CHECKING:
     from kame_sim.config import Scenario
@@ -368,13 +368,12 @@ def whisper_stt_events(scenario: Scenario, conversation: Conversation) -> list[S
 
     if s.cassette is None:
         return live()
-    from kame_sim.backend.stt_cassette import SttCassette, stt_key
-
     key, key_json = stt_key(
         conversation.content_hash,
         conversation.channel_of(speaker),
         model_fingerprint(model_dir),
         settings_key(scenario),
+        policy_version=POLICY_VERSION,
     )
     return SttCassette(s.cassette, s.cassette_mode).events(key, key_json, live)
 
@@ -382,16 +381,3 @@ def whisper_stt_events(scenario: Scenario, conversation: Conversation) -> list[S
 # Bump when the streaming policy or its constants change: old STT cassettes then miss, not replay.
 POLICY_VERSION = 1
 
-
-def key_json_of(content_hash: str, channel: int, fingerprint: str, settings: dict[str, object]) -> str:
-    return json.dumps(
-        {
-            "channel": channel,
-            "content_hash": content_hash,
-            "model": fingerprint,
-            "policy": POLICY_VERSION,
-            "settings": settings,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )

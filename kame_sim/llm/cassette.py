@@ -35,11 +35,11 @@ from typing import Literal
 
 import pyarrow as pa
 
-from kame_sim.backend.arrow_log import append_batch, cut_torn_tail, read_stream
-from kame_sim.backend.content import LlmRequest
-from kame_sim.backend.llm import LlmBackend, LlmChunk, LlmPlan
-from kame_sim.backend.openai_llm import kame_messages
+from kame_sim.cassette_log import append_batch, cut_torn_tail, read_stream
 from kame_sim.errors import InputError
+from kame_sim.llm.content import LlmRequest
+from kame_sim.llm.openai_backend import kame_messages
+from kame_sim.llm.plan import LlmBackend, LlmChunk, LlmPlan
 
 CASSETTE_VERSION = "1"
 CassetteMode = Literal["record", "replay", "auto"]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kame_sim.metrics.events import TraceColumns
+from kame_sim.metrics.turns import frontend_speech, onsets, user_turns
 from kame_sim.trace.reader import TraceData
 
 
@@ -70,9 +72,6 @@ def _rows(table: pa.Table, event: str, columns: list[str]) -> list[dict]:
 
 def response_onsets(table: pa.Table) -> list[TurnOnset]:
     """Per user turn: the onset of the front-end's response (see :mod:`kame_sim.metrics.turns`)."""
-    from kame_sim.metrics.events import TraceColumns
-    from kame_sim.metrics.turns import frontend_speech, onsets, user_turns
-
     cols = TraceColumns(table)
     turns = user_turns(cols)
     values = onsets(turns, frontend_speech(cols, turns))

@@ -1,7 +1,7 @@
 """``serve-llm``: a loopback OpenAI-compatible chat-completions server with timing and faults.
 
 Why a real server and not a mock: the thing under test is a live client (a running KAME server,
-or kame-sim's own :class:`~kame_sim.backend.openai_llm.OpenAiLlm`) talking HTTP + SSE through the
+or kame-sim's own :class:`~kame_sim.llm.openai_backend.OpenAiLlm`) talking HTTP + SSE through the
 real ``openai`` library. Its behaviour under a slow first token, a stalled stream or a connection
 cut half-way can only be seen with real sockets, so this server speaks the wire format exactly as
 the OpenAI API does and injects the faults at the byte level:
@@ -42,11 +42,12 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kame_sim.backend.content import LlmRequest, OracleRawReplay
-from kame_sim.backend.llm import chunk_reply
 from kame_sim.config import parse_toml_value, read_toml
+from kame_sim.conversation import load_conversation
 from kame_sim.delays import DelayField, DelaySampler, component_rng
 from kame_sim.errors import InputError
+from kame_sim.llm.content import LlmRequest, OracleRawReplay
+from kame_sim.llm.plan import chunk_reply
 
 FaultKind = Literal["http_429", "http_5xx", "stall", "drop", "malformed"]
 ScheduleEntry = Literal["ok", "http_429", "http_5xx", "stall", "drop", "malformed"]
@@ -193,8 +194,6 @@ class ContentSource:
         self._replay: OracleRawReplay | None = None
         self._word_ends: list[float] = []
         if config.content == "oracle_raw":
-            from kame_sim.conversation import load_conversation
-
             assert config.conversation_path is not None
             conversation = load_conversation(
                 config.conversation_path, config.conversation_id, require_oracle=True
@@ -554,7 +553,7 @@ def serving(config: ServeLlmConfig, host: str = "127.0.0.1", port: int = 0) -> I
         server.stop()
 
 
-# -- standalone entry point (``python -m kame_sim.backend.serve_llm``) -----------------------------
+# -- standalone entry point (``python -m kame_sim.llm.serve``) -----------------------------
 
 
 def build_arg_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ from typing import Any
 from kame_sim import __version__
 from kame_sim.config import Scenario
 from kame_sim.errors import InputError
+from kame_sim.run_dir import prepare_run_dir
 from kame_sim.trace.schema import TRACE_FILENAME
 from kame_sim.trace.writer import TraceWriter
 
@@ -232,8 +233,6 @@ def import_kame_logs(
     Everything is parsed and checked before ``out_dir`` is touched, so a bad log never leaves a
     half-written run behind. ``start_epoch_ms`` sets time zero (default: the earliest logged event).
     """
-    from kame_sim.runner import prepare_run_dir  # the runner imports the simulator: keep it lazy
-
     if not log_dir.is_dir():
         raise InputError(log_dir, None, "not a directory (expected a KAME --log-dir)")
     for name in REQUIRED_FILES:

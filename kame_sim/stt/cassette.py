@@ -4,12 +4,12 @@ Why: a live decode measures its compute time, so two runs give slightly differen
 Recording the event list once lets later runs replay exactly the same events (and so the same
 simulated trace) without decoding.
 
-Key: ``sha256`` of the canonical JSON ``{"channel", "content_hash", "model", "settings"}`` -- the
+Key: ``sha256`` of the canonical JSON ``{"channel", "content_hash", "model", "policy", "settings"}`` -- the
 conversation's content hash, the user channel, the model fingerprint (sha256 of model.bin,
 config.json, tokenizer.json and vocabulary files) and the settings that change the events
-(:func:`kame_sim.backend.whisper_stt.settings_key`). The last recording of a key wins.
+(:func:`kame_sim.stt.whisper.settings_key`). The last recording of a key wins.
 
-File: an Arrow IPC stream (kame_sim/backend/arrow_log.py), one record batch per recorded event
+File: an Arrow IPC stream (kame_sim/cassette_log.py), one record batch per recorded event
 list, appended and fsynced; a torn tail is cut off on the next open. Columns: ``run_index``,
 ``key``, ``key_json`` (first row only), ``event_index`` (null for an empty list), ``kind``,
 ``arrival``, ``text``, ``utterance``, ``delay``, ``speech_time``.
@@ -22,15 +22,16 @@ decode and append a miss).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
 
-from kame_sim.backend.arrow_log import append_batch, cut_torn_tail, read_stream
-from kame_sim.backend.stt_sim import SttEvent
+from kame_sim.cassette_log import append_batch, cut_torn_tail, read_stream
 from kame_sim.errors import InputError
+from kame_sim.stt.events import SttEvent
 
 STT_CASSETTE_VERSION = "1"
 SttCassetteMode = Literal["record", "replay", "auto"]
@@ -52,13 +53,28 @@ SCHEMA = pa.schema(
 )
 
 
-def stt_key(
-    content_hash: str, channel: int, fingerprint: str, settings: dict[str, object]
-) -> tuple[str, str]:
-    """``(sha256 hex, canonical key JSON)``."""
-    from kame_sim.backend.whisper_stt import key_json_of
+def key_json_of(
+    content_hash: str, channel: int, fingerprint: str, settings: dict[str, object], policy_version: int
+) -> str:
+    """The canonical key JSON (sorted keys, no spaces): what a recording is looked up by."""
+    return json.dumps(
+        {
+            "channel": channel,
+            "content_hash": content_hash,
+            "model": fingerprint,
+            "policy": policy_version,
+            "settings": settings,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
 
-    key_json = key_json_of(content_hash, channel, fingerprint, settings)
+
+def stt_key(
+    content_hash: str, channel: int, fingerprint: str, settings: dict[str, object], *, policy_version: int
+) -> tuple[str, str]:
+    """``(sha256 hex, canonical key JSON)``; ``policy_version`` is the streaming policy's version."""
+    key_json = key_json_of(content_hash, channel, fingerprint, settings, policy_version)
     return hashlib.sha256(key_json.encode("utf-8")).hexdigest(), key_json
 
 

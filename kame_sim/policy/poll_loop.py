@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from kame_sim.backend.asr_state import AsrState
+from kame_sim.policy.asr_state import AsrState
 
 TickOutcome = Literal["idle", "start", "rate_limited"]
 

@@ -11,23 +11,10 @@ would arrive after their utterance's final are dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 from kame_sim.conversation import Word, user_utterances
 from kame_sim.delays import DelaySampler
-
-
-@dataclass(frozen=True, slots=True)
-class SttEvent:
-    """One recogniser result: when it arrives, what it says, and the delay that was drawn."""
-
-    kind: Literal["partial", "final"]
-    arrival: float
-    text: str
-    utterance: int
-    delay: float
-    speech_time: float
+from kame_sim.stt.events import SttEvent
 
 
 def schedule_stt_events(

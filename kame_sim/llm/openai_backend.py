@@ -31,9 +31,9 @@ import weakref
 from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kame_sim.backend.content import LlmRequest
-from kame_sim.backend.llm import LlmChunk, LlmPlan
 from kame_sim.errors import InputError
+from kame_sim.llm.content import LlmRequest
+from kame_sim.llm.plan import LlmChunk, LlmPlan
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
