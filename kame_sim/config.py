@@ -13,7 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from kame_sim.delays import DelayField
 from kame_sim.delays.models import DELAY_KINDS
@@ -119,14 +120,79 @@ class LlmSettings(_Section):
         return value
 
 
-class PolicySettings(_Section):
-    """KAME's LLM stream manager and oracle queue (kame-reference.md §5)."""
+class PollPolicySettings(_Section):
+    """KAME's poll-loop stream manager and oracle queue (kame-reference.md §5; KAME's README commit)."""
 
-    poll_interval: float = Field(0.5, gt=0)
-    restart_word_delta: int = Field(2, ge=1)
-    max_starts: int = Field(5, ge=1)
-    rate_window: float = Field(2.0, gt=0)
-    queue_size: int = Field(64, ge=1)
+    kind: Literal["poll"] = "poll"
+    poll_interval: float = Field(0.5, gt=0, description="seconds between polls (the server's 0.5 s)")
+    restart_word_delta: int = Field(2, ge=1, description="new user words that restart a stream")
+    max_starts: int = Field(5, ge=1, description="starts allowed in any trailing rate_window")
+    rate_window: float = Field(2.0, gt=0, description="seconds of the rate limit's window")
+    queue_size: int = Field(64, ge=1, description="oracle queue bound; a put on a full queue is dropped")
+
+
+class MultiplexerPolicySettings(_Section):
+    """KAME's stream multiplexer (kame-reference.md §5b; KAME's main branch since mid-2026).
+
+    ``drain_event_cost`` models the audio loop's 2 ms wall-clock drain budget in simulated time:
+    applying one event costs that much, so at most ``ceil(drain_budget / drain_event_cost)``
+    events are applied per frame (at least one). 0 (the default) applies every queued event, which
+    is what 2 ms of wall time amounts to for the few events one frame ever sees.
+    """
+
+    kind: Literal["multiplexer"] = "multiplexer"
+    min_restart_interval: float = Field(0.5, gt=0, description="seconds between stream starts")
+    trailing_start: bool = Field(True, description="a candidate inside the interval schedules one start")
+    final_bypass: bool = Field(True, description="a final starts at once, ignoring the interval")
+    skip_final_equal_to_requested: bool = Field(
+        True, description="no start for a final equal to the partial the last start asked for"
+    )
+    require_user_input: bool = Field(
+        True, description="start only with a pending partial or a user line last"
+    )
+    max_prompt_chars: int = Field(6000, ge=1, description="the request keeps its last N characters")
+    max_concurrent_streams: int = Field(7, ge=1, description="live streams kept after a start or adoption")
+    queue_size: int = Field(256, ge=1, description="event queue bound; a put on a full queue waits")
+    drain_budget: float = Field(0.002, gt=0, description="seconds of event applying per audio-loop pass")
+    drain_event_cost: float = Field(0.0, ge=0, description="simulated seconds one event costs (0 = free)")
+    warmup: bool = Field(True, description="send KAME's one-token warm-up request at session start")
+
+
+POLICY_KINDS = frozenset({"poll", "multiplexer"})
+_POLICY_CLASSES: dict[str, type[_Section]] = {
+    "poll": PollPolicySettings,
+    "multiplexer": MultiplexerPolicySettings,
+}
+
+
+def _policy_kind(value: Any) -> Any:
+    """``policy.kind`` defaults to the poll loop; a key of the other policy is named as such."""
+    if not isinstance(value, dict):
+        return value
+    value = dict(value)
+    kind = value.setdefault("kind", "poll")
+    own = _POLICY_CLASSES.get(kind) if isinstance(kind, str) else None
+    if own is None:
+        return value  # pydantic reports the unknown kind
+    for other_kind, other in _POLICY_CLASSES.items():
+        if other is own:
+            continue
+        stray = sorted(k for k in value if k in other.model_fields and k not in own.model_fields)
+        if stray:
+            raise PydanticCustomError(
+                "other_policy",
+                "{key} is a setting of policy.kind = '{other}', not '{kind}'",
+                {"key": stray[0], "other": other_kind, "kind": kind},
+            )
+    return value
+
+
+PolicySettings = Annotated[
+    PollPolicySettings | MultiplexerPolicySettings,
+    BeforeValidator(_policy_kind),
+    Field(discriminator="kind"),
+]
+"""Which KAME back-end policy decides when LLM streams start and which one the oracle follows."""
 
 
 class OracleSettings(_Section):
@@ -185,7 +251,7 @@ class Scenario(_Section):
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
     stt: SttSettings = Field(default_factory=SttSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
-    policy: PolicySettings = Field(default_factory=PolicySettings)
+    policy: PolicySettings = Field(default_factory=PollPolicySettings)
     oracle: OracleSettings = Field(default_factory=OracleSettings)
     frontend: FrontendSettings = Field(default_factory=BehaviouralSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
@@ -205,7 +271,13 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif "[" in item or "-" in item or item in DELAY_KINDS or item in FRONTEND_KINDS:
+        elif (
+            "[" in item
+            or "-" in item
+            or item in DELAY_KINDS
+            or item in FRONTEND_KINDS
+            or item in POLICY_KINDS
+        ):
             continue  # pydantic's union and validator tags are not keys a user writes
         else:
             parts.append(("." if parts else "") + item)

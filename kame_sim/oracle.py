@@ -3,8 +3,10 @@
 Two halves, both pure Python so they can be tested frame by frame against hand-computed answers:
 
 * :class:`OracleQueue` is the asyncio queue between the LLM stream tasks and the audio loop in
-  KAME's server: bounded (64 items), a put on a full queue is *dropped* (a reset too), and the
-  audio loop drains it completely at every frame boundary.
+  KAME's server: bounded (64 items for the poll loop, 256 for the multiplexer). What a put on a
+  full queue does is the policy's business (the poll loop drops the item, a reset too; the
+  multiplexer's stream waits for room): :meth:`OracleQueue.put` only refuses. The audio loop
+  drains it at every frame boundary (all of it, or as many items as its budget allows).
 * :class:`OracleState` is what the front-end consumes: a token list anchored at the step of the
   last reset. At step ``s`` the token fed is ``tokens[s - anchor]`` when that index exists,
   otherwise the text padding id. There is no read pointer: a token appended after its slot has
@@ -27,7 +29,7 @@ class OracleItem:
     action: OracleAction
     text: str
     stream_id: int
-    enqueued_at: float
+    enqueued_at: int  # ticks (kame_sim.clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,7 @@ class AppendResult:
 
 
 class OracleQueue:
-    """KAME's bounded oracle queue: ``put`` drops the item when the queue is full."""
+    """KAME's bounded oracle queue: ``put`` refuses (returns False) when the queue is full."""
 
     def __init__(self, maxsize: int = 64) -> None:
         if maxsize < 1:
@@ -58,13 +60,26 @@ class OracleQueue:
         self._items.append(item)
         return True
 
-    def drain(self) -> list[OracleItem]:
-        """Take every queued item, oldest first (the audio loop's per-frame drain)."""
+    @property
+    def full(self) -> bool:
+        """No room for another item."""
+        return len(self._items) >= self.maxsize
+
+    def drain(self, max_items: int | None = None) -> list[OracleItem]:
+        """Take queued items, oldest first: all of them, or at most ``max_items`` (the drain budget)."""
         if not self._items:
             return []
-        items = list(self._items)
+        if max_items is None or max_items >= len(self._items):
+            items = list(self._items)
+            self._items.clear()
+            return items
+        return [self._items.popleft() for _ in range(max_items)]
+
+    def flush(self) -> int:
+        """Discard every queued item (the multiplexer's adoption); return how many there were."""
+        n = len(self._items)
         self._items.clear()
-        return items
+        return n
 
 
 class OracleState:

@@ -197,6 +197,7 @@ def trace_metadata(
         "kame_sim.seed": str(scenario.run.seed),
         "kame_sim.conversation_id": conversation.id,
         "kame_sim.conversation_hash": conversation.content_hash,
+        "kame_sim.policy": scenario.policy.kind,
         "kame_sim.tokenizer_sha256": tokenizer.sha256(),
         "kame_sim.frame_seconds": repr(scenario.frame_seconds),
         "kame_sim.time_coupling": scenario.run.time_coupling,

@@ -1,14 +1,19 @@
 """The SimPy wiring of one KAME session: processes, the frame clock and time-coupling modes.
 
-Processes (all on one :class:`simpy.Environment`, so simulated time is the only clock):
+Processes (all on one :class:`simpy.Environment` counting integer ticks, :mod:`kame_sim.clock`):
 
-* ``user words``     one event per user word at its start time (what was said, for the trace);
-* ``stt``            recogniser results at their simulated arrival times, applied to KAME's ASR state;
-* ``stream manager`` KAME's poll loop: every ``poll_interval`` it asks the policy whether to (re)start;
-* ``llm stream``     one per started stream: time to first token, chunks, cancellation by a newer one;
-* ``frame loop``     the audio loop: frame ``k``'s audio is complete at ``(k+1)·80 ms``; the loop then
-                     drains the oracle queue, applies resets/appends anchored at step ``k``, feeds the
-                     oracle token, steps the front-end and feeds its words back into the conversation.
+* ``user words``   one event per user word at its start time (what was said, for the trace);
+* ``stt``          recogniser results at their arrival times, applied to KAME's ASR state and
+                   handed to the back-end policy;
+* ``policy``       the poll loop (every ``poll_interval`` it asks :mod:`kame_sim.policy.poll_loop`
+                   whether to (re)start) or the multiplexer (:mod:`kame_sim.policy.multiplexer`:
+                   starts on STT events and trailing timers, adopts the first newer stream that
+                   speaks, cancels by its rules);
+* ``llm stream``   one per started stream: time to first token, chunks, puts into the queue
+                   (dropped when full under the poll loop, waiting for room under the multiplexer);
+* ``frame loop``   the audio loop: frame ``k``'s audio is complete at ``(k+1)·80 ms``; the loop then
+                   drains the oracle queue, applies resets/appends anchored at step ``k``, feeds the
+                   oracle token, steps the front-end and feeds its words back into the conversation.
 
 Because the drain happens when the frame loop runs, an oracle item takes effect at a frame boundary,
 never mid-frame: items enqueued before step ``k`` runs are applied at ``k``; ties at the same
@@ -23,28 +28,33 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import simpy
 import simpy.rt
 
-from kame_sim.config import Scenario
+from kame_sim.clock import TICKS_PER_SECOND, frame_end_ticks, to_seconds, to_ticks
+from kame_sim.config import MultiplexerPolicySettings, PollPolicySettings, Scenario
 from kame_sim.conversation import Conversation, Word, user_utterances
 from kame_sim.frontend.protocol import Frontend, SessionInfo
 from kame_sim.llm.content import LlmRequest
-from kame_sim.llm.plan import LlmBackend
+from kame_sim.llm.plan import LlmBackend, WarmableLlmBackend, open_stream
 from kame_sim.oracle import OracleItem, OracleQueue, OracleState
 from kame_sim.policy.asr_state import AsrState
 from kame_sim.policy.conversation_log import ConversationLog
-from kame_sim.policy.poll_loop import StreamManagerPolicy
+from kame_sim.policy.multiplexer import StartDecision, StreamMultiplexerPolicy
+from kame_sim.policy.poll_loop import StreamManagerPolicy, poll_request
 from kame_sim.replay.oracle_replay import RecordedOracleItem, oracle_replay_process
 from kame_sim.stt.events import SttEvent
 from kame_sim.tokenizer import TextTokenizer
 from kame_sim.trace.writer import TraceWriter
 
 ProgressCallback = Callable[[int, int], None]
+SimProcess = Generator[simpy.Event, Any, None]
 
 
 @dataclass
@@ -89,42 +99,70 @@ class Session:
         if sc.run.max_seconds is not None:
             n_frames = min(n_frames, math.floor(sc.run.max_seconds / self.frame_s + 1e-9))
         self.n_frames = n_frames
-        self.end_time = n_frames * self.frame_s
+        self.end_tick = frame_end_ticks(
+            n_frames - 1, sc.conversation.frame_samples, sc.conversation.sample_rate
+        )
         if sc.run.time_coupling == "wall":
-            self.env: simpy.Environment = simpy.rt.RealtimeEnvironment(factor=1.0, strict=False)
+            # one tick is one microsecond: factor = wall seconds per simulated tick
+            self.env: simpy.Environment = simpy.rt.RealtimeEnvironment(
+                factor=1.0 / TICKS_PER_SECOND, strict=False
+            )
         else:
             self.env = simpy.Environment()
+        self.policy_settings = sc.policy
+        self.multiplexed = isinstance(sc.policy, MultiplexerPolicySettings)
         self.asr = AsrState()
-        self.policy = StreamManagerPolicy(
-            sc.policy.restart_word_delta, sc.policy.max_starts, sc.policy.rate_window
-        )
         self.queue = OracleQueue(sc.policy.queue_size)
         self.oracle = OracleState(parts.tokenizer.start_id, sc.oracle.padding_id)
         self.log = ConversationLog()
-        self.active_stream: simpy.Process | None = None
-        self.active_stream_id = 0
+        self.streams: dict[int, simpy.Process] = {}  # live stream processes by generation
         self.stream_count = 0
         self.late_frames = 0
+        self._put_waiters: deque[simpy.Event] = deque()
+        self._active_generation = 0  # the audio loop's generation (multiplexer)
+        if isinstance(sc.policy, MultiplexerPolicySettings):
+            p = sc.policy
+            self.mux = StreamMultiplexerPolicy(
+                min_restart_interval=to_ticks(p.min_restart_interval),
+                max_concurrent_streams=p.max_concurrent_streams,
+                max_prompt_chars=p.max_prompt_chars,
+                trailing_start=p.trailing_start,
+                final_bypass=p.final_bypass,
+                skip_final_equal_to_requested=p.skip_final_equal_to_requested,
+                require_user_input=p.require_user_input,
+            )
+            cost = to_ticks(p.drain_event_cost)
+            self.drain_max = None if cost == 0 else max(1, -(-to_ticks(p.drain_budget) // cost))
+        else:
+            assert isinstance(sc.policy, PollPolicySettings)
+            p = sc.policy
+            self.poll = StreamManagerPolicy(p.restart_word_delta, p.max_starts, to_ticks(p.rate_window))
+            self.drain_max = None
+
+    def _now_s(self) -> float:
+        return self.env.now / TICKS_PER_SECOND
 
     # -- processes -------------------------------------------------------------------------------
 
-    def _user_words(self):
+    def _user_words(self) -> SimProcess:
         env, row = self.env, self.trace.row
         for u, utterance in enumerate(user_utterances(self.user_words, self.scenario.stt.utterance_gap)):
             for word in utterance:
-                if word.start >= self.end_time:
+                at = to_ticks(word.start)
+                if at >= self.end_tick:
                     return
-                if word.start > env.now:
-                    yield env.timeout(word.start - env.now)
-                row("user_word", env.now, utterance=u, text=word.text, t_ref=word.end)
+                if at > env.now:
+                    yield env.timeout(at - env.now)
+                row("user_word", self._now_s(), utterance=u, text=word.text, t_ref=word.end)
 
-    def _stt(self):
+    def _stt(self) -> SimProcess:
         env, row, asr = self.env, self.trace.row, self.asr
         for event in self.parts.stt_events:
-            if event.arrival >= self.end_time:
+            at = to_ticks(event.arrival)
+            if at >= self.end_tick:
                 return
-            if event.arrival > env.now:
-                yield env.timeout(event.arrival - env.now)
+            if at > env.now:
+                yield env.timeout(at - env.now)
             if event.kind == "partial":
                 if not asr.on_partial(event.text):
                     continue  # KAME only reacts when the partial text changed
@@ -133,143 +171,340 @@ class Session:
                 self.log.add("user", event.text)
             row(
                 f"stt_{event.kind}",
-                env.now,
+                self._now_s(),
                 utterance=event.utterance,
                 text=event.text,
                 delay_s=event.delay,
                 t_ref=event.speech_time,
             )
+            if self.multiplexed:
+                conversation = self.log.text()
+                if event.kind == "partial":
+                    decision = self.mux.on_partial(env.now, event.text, conversation)
+                else:
+                    decision = self.mux.on_final(env.now, event.text, conversation)
+                self._mux_decided(decision)
 
-    def _stream_manager(self):
+    # -- poll loop (kame-reference §5) --------------------------------------------------------------
+
+    def _poll_loop(self) -> SimProcess:
         env, row = self.env, self.trace.row
-        poll = self.scenario.policy.poll_interval
+        settings = self.policy_settings
+        assert isinstance(settings, PollPolicySettings)
+        interval = to_ticks(settings.poll_interval)
+        tick = 0
         while True:
-            yield env.timeout(poll)
-            decision = self.policy.on_tick(env.now, self.asr)
+            tick += 1
+            yield env.timeout(tick * interval - env.now)  # poll k at exactly k * interval
+            decision = self.poll.on_tick(env.now, self.asr)
             if decision.outcome == "idle":
                 continue
+            now_s = self._now_s()
             if decision.outcome == "rate_limited":
-                row("llm_rate_limited", env.now, word_count=decision.total_words, detail=decision.reason)
+                row("llm_rate_limited", now_s, word_count=decision.total_words, detail=decision.reason)
                 continue
-            if self.active_stream is not None and self.active_stream.is_alive:
-                self.active_stream.interrupt("superseded")
-                row("llm_cancel", env.now, stream_id=self.active_stream_id, detail="superseded")
-            self.stream_count += 1
-            sid = self.stream_count
+            for generation in list(self.streams):
+                self._cancel(generation, "superseded")
             pending = self.asr.pending.strip()
-            conversation = self.log.text().rstrip()
-            if pending:
-                # KAME's poll-loop server always adds the newline, even to an empty conversation.
-                conversation += f"\nuser: {pending} "
-            request = LlmRequest(env.now, conversation, pending, sid)
-            row("llm_start", env.now, stream_id=sid, word_count=decision.total_words, detail=decision.reason)
-            self.active_stream_id = sid
-            self.active_stream = env.process(self._llm_stream(request))
+            request = poll_request(self.log.text(), pending)
+            self._start_stream(request, pending, decision.reason, decision.total_words)
 
-    def _enqueue(self, action: str, text: str, sid: int) -> None:
+    # -- multiplexer (kame-reference §5b) -----------------------------------------------------------
+
+    def _mux_decided(self, decision: StartDecision) -> None:
+        row, now_s = self.trace.row, self._now_s()
+        if decision.outcome == "start":
+            generation = self._start_stream(decision.request, decision.pending, decision.reason, None)
+            assert generation == decision.generation
+            for g in decision.limit_cancels:
+                self._cancel(g, "limit")
+        elif decision.outcome == "deferred":
+            assert decision.at is not None
+            row("llm_start_deferred", now_s, detail=decision.reason, t_ref=to_seconds(decision.at))
+            self.env.process(self._trailing_start(decision.at))
+        elif decision.outcome == "skipped":
+            row("llm_start_skipped", now_s, detail=decision.reason)
+
+    def _trailing_start(self, at: int) -> SimProcess:
+        yield self.env.timeout(at - self.env.now)
+        decision = self.mux.on_trailing(self.env.now, self.log.text())
+        self._mux_decided(decision)
+
+    # -- streams ----------------------------------------------------------------------------------
+
+    def _start_stream(self, request_text: str, pending: str, reason: str, words: int | None) -> int:
+        self.stream_count += 1
+        generation = self.stream_count
+        request = LlmRequest(self._now_s(), request_text, pending, generation)
+        self.trace.row(
+            "llm_start",
+            request.now,
+            stream_id=generation,
+            word_count=words,
+            text=pending or None,
+            detail=reason,
+            request=request_text,
+        )
+        body = self._mux_stream(request) if self.multiplexed else self._poll_stream(request)
+        self.streams[generation] = self.env.process(body)
+        return generation
+
+    def _cancel(self, generation: int, reason: str) -> None:
+        """Interrupt a live stream (its process closes the back-end stream) and record why."""
+        process = self.streams.pop(generation, None)
+        if process is None or not process.is_alive:
+            return
+        process.interrupt(reason)
+        self.trace.row("llm_cancel", self._now_s(), stream_id=generation, detail=reason)
+
+    def _enqueue(self, action: str, text: str, sid: int) -> bool:
+        """Put an item; False when the queue was full (the poll loop then drops it)."""
         now = self.env.now
         ok = self.queue.put(OracleItem(action, text, sid, now))  # type: ignore[arg-type]
         self.trace.row(
             "oracle_enqueue" if ok else "oracle_drop",
-            now,
+            to_seconds(now),
             stream_id=sid,
             text=text or None,
             queue_len=len(self.queue),
             detail=action,
         )
+        return ok
 
-    def _llm_stream(self, request: LlmRequest):
+    def _replay_put(self, action: str, text: str, sid: int) -> None:
+        """A recorded queue operation: a put (which may be dropped again) or a flush."""
+        if action == "flush":
+            flushed = self.queue.flush()
+            self.trace.row("oracle_flush", self._now_s(), stream_id=sid, queue_len=flushed)
+        else:
+            self._enqueue(action, text, sid)
+
+    def _put_waiting(self, text: str, generation: int) -> SimProcess:
+        """The multiplexer's ``await queue.put``: wait (FIFO) for room, then put."""
+        if self.queue.full or self._put_waiters:
+            began = self.env.now
+            waiter = self.env.event()
+            self._put_waiters.append(waiter)
+            try:
+                yield waiter
+            except simpy.Interrupt:
+                if waiter in self._put_waiters:
+                    self._put_waiters.remove(waiter)
+                raise
+            wait = self.env.now - began
+            self.trace.row(
+                "oracle_put_wait",
+                self._now_s(),
+                stream_id=generation,
+                delay_s=to_seconds(wait),
+                t_ref=to_seconds(began),
+            )
+        self._enqueue("append", text, generation)
+
+    def _wake_putters(self) -> None:
+        while self._put_waiters and len(self.queue) + sum(1 for w in self._put_waiters if w.triggered) < (
+            self.queue.maxsize
+        ):
+            waiter = next((w for w in self._put_waiters if not w.triggered), None)
+            if waiter is None:
+                return
+            self._put_waiters.remove(waiter)
+            waiter.succeed()
+
+    def _poll_stream(self, request: LlmRequest) -> SimProcess:
+        """A poll-loop stream: reset on the first non-blank delta, every delta appended, drops on full."""
         env, row = self.env, self.trace.row
         sid, started = request.stream_id, env.now
+        stream = open_stream(self.parts.llm, request)
         try:
-            plan = self.parts.llm.plan(request)
             previous = started
             n_chunks = 0
-            for chunk in plan.chunks:
-                if plan.error_at is not None and chunk.at > plan.error_at:
-                    break
-                due = started + chunk.at
+            for chunk in stream.chunks():
+                due = started + to_ticks(chunk.at)
                 if due > env.now:
                     yield env.timeout(due - env.now)
                 text = chunk.text.strip()
                 if not text:
                     continue  # KAME skips blank deltas (the first role-only delta, whitespace)
+                now_s = self._now_s()
                 if n_chunks == 0:
-                    row("llm_first_chunk", env.now, stream_id=sid, delay_s=env.now - started)
+                    row("llm_first_chunk", now_s, stream_id=sid, delay_s=to_seconds(env.now - started))
                     self._enqueue("reset", "", sid)
-                row("llm_chunk", env.now, stream_id=sid, text=text, delay_s=env.now - previous)
+                row("llm_chunk", now_s, stream_id=sid, text=text, delay_s=to_seconds(env.now - previous))
                 self._enqueue("append", text, sid)
                 previous = env.now
                 n_chunks += 1
-            if plan.error is not None:
-                due = started + (plan.error_at or 0.0)
+            yield from self._stream_end(stream, sid, started, n_chunks)
+        except simpy.Interrupt:
+            stream.close()
+
+    def _mux_stream(self, request: LlmRequest) -> SimProcess:
+        """A multiplexer stream: adopted on its first non-blank delta if newer; raw deltas enqueued."""
+        env, row = self.env, self.trace.row
+        gen, started = request.stream_id, env.now
+        stream = open_stream(self.parts.llm, request)
+        try:
+            previous = started
+            n_chunks = 0
+            for chunk in stream.chunks():
+                due = started + to_ticks(chunk.at)
                 if due > env.now:
                     yield env.timeout(due - env.now)
-                # KAME logs the error and keeps the oracle as it is; the next start replaces it.
-                row("llm_error", env.now, stream_id=sid, word_count=n_chunks, detail=plan.error)
-            else:
-                row("llm_done", env.now, stream_id=sid, word_count=n_chunks)
+                text = chunk.text
+                if not text.strip():
+                    continue
+                now_s = self._now_s()
+                if n_chunks == 0:
+                    ttft = to_seconds(env.now - started)
+                    emit = self.mux.on_first_delta(gen)
+                    row(
+                        "llm_first_chunk",
+                        now_s,
+                        stream_id=gen,
+                        delay_s=ttft,
+                        detail=None if emit.adopted else "ignored",
+                    )
+                    if emit.adopted:
+                        flushed = self.queue.flush()
+                        if flushed:
+                            row("oracle_flush", now_s, stream_id=gen, queue_len=flushed)
+                        for g in emit.adoption_cancels:
+                            self._cancel(g, "adoption")
+                        for g in emit.limit_cancels:
+                            self._cancel(g, "limit")
+                        row("llm_adopt", now_s, stream_id=gen, delay_s=ttft)
+                accepted = self.mux.accepts(gen)
+                row(
+                    "llm_chunk",
+                    now_s,
+                    stream_id=gen,
+                    text=text.strip(),
+                    delay_s=to_seconds(env.now - previous),
+                    detail=None if accepted else "ignored",
+                )
+                previous = env.now
+                n_chunks += 1
+                if accepted:
+                    yield from self._put_waiting(text, gen)
+            self.mux.on_stream_end(gen)
+            yield from self._stream_end(stream, gen, started, n_chunks)
         except simpy.Interrupt:
-            return
+            stream.close()
 
-    def _frame_loop(self):
+    def _stream_end(self, stream: Any, sid: int, started: int, n_chunks: int) -> SimProcess:
+        env = self.env
+        if stream.error is not None:
+            due = started + to_ticks(stream.error_at or 0.0)
+            if due > env.now:
+                yield env.timeout(due - env.now)
+            # KAME logs the error and keeps the oracle as it is; the next start replaces it.
+            self.trace.row(
+                "llm_error", self._now_s(), stream_id=sid, word_count=n_chunks, detail=stream.error
+            )
+        else:
+            self.trace.row("llm_done", self._now_s(), stream_id=sid, word_count=n_chunks)
+        self.streams.pop(sid, None)
+
+    # -- the audio loop ---------------------------------------------------------------------------
+
+    def _apply(self, item: OracleItem, k: int, now_s: float) -> int:
+        """Apply one drained item at step ``k``; returns how many appended tokens were already late."""
+        row, oracle = self.trace.row, self.oracle
+        if item.action == "reset":
+            oracle.reset(k)
+            self._active_generation = max(self._active_generation, item.stream_id)
+            row(
+                "oracle_reset_applied",
+                now_s,
+                frame=k,
+                stream_id=item.stream_id,
+                t_ref=to_seconds(item.enqueued_at),
+            )
+            return 0
+        if self.multiplexed:
+            # KAME's opus_loop: an older generation is skipped, a newer one resets the oracle first
+            if item.stream_id < self._active_generation:
+                row("oracle_stale_skipped", now_s, frame=k, stream_id=item.stream_id, text=item.text)
+                return 0
+            if item.stream_id > self._active_generation:
+                self._active_generation = item.stream_id
+                oracle.reset(k)
+                row(
+                    "oracle_reset_applied",
+                    now_s,
+                    frame=k,
+                    stream_id=item.stream_id,
+                    t_ref=to_seconds(item.enqueued_at),
+                )
+        result = oracle.append(self.parts.tokenizer.encode(item.text), k)
+        row(
+            "oracle_append_applied",
+            now_s,
+            frame=k,
+            stream_id=item.stream_id,
+            text=item.text,
+            oracle_index=result.first_index,
+            n_tokens=result.n_tokens,
+            n_skipped=result.n_skipped,
+            t_ref=to_seconds(item.enqueued_at),
+        )
+        return result.n_skipped
+
+    def _frame_loop(self) -> SimProcess:
         env, row = self.env, self.trace.row
-        oracle, queue, encode = self.oracle, self.queue, self.parts.tokenizer.encode
+        oracle, queue = self.oracle, self.queue
         step_frontend = self.parts.frontend.step
         add_piece = self.log.add_piece
-        fs, budget = self.frame_s, self.scenario.run.time_coupling == "budget"
+        cs = self.scenario.conversation
+        frame_samples, sample_rate = cs.frame_samples, cs.sample_rate
+        budget = self.scenario.run.time_coupling == "budget"
         padding = self.scenario.oracle.padding_id
+        drain_max = self.drain_max
         progress, report_every = self.progress, 250
         perf = time.perf_counter
         for k in range(self.n_frames):
-            ready = (k + 1) * fs
+            ready = frame_end_ticks(k, frame_samples, sample_rate)
             if env.now < ready:
                 yield env.timeout(ready - env.now)
             now = env.now
-            late = now - ready > 1e-9
+            now_s = now / TICKS_PER_SECOND
+            late = now > ready
             if late:
                 self.late_frames += 1
             skipped = 0
             if len(queue):
-                for item in queue.drain():
-                    if item.action == "reset":
-                        oracle.reset(k)
-                        row(
-                            "oracle_reset_applied",
-                            now,
-                            frame=k,
-                            stream_id=item.stream_id,
-                            t_ref=item.enqueued_at,
-                        )
-                    else:
-                        result = oracle.append(encode(item.text), k)
-                        skipped += result.n_skipped
-                        row(
-                            "oracle_append_applied",
-                            now,
-                            frame=k,
-                            stream_id=item.stream_id,
-                            text=item.text,
-                            oracle_index=result.first_index,
-                            n_tokens=result.n_tokens,
-                            n_skipped=result.n_skipped,
-                            t_ref=item.enqueued_at,
-                        )
+                for item in queue.drain(drain_max):
+                    skipped += self._apply(item, k, now_s)
+                if self._put_waiters:
+                    self._wake_putters()
             token, index = oracle.token_at(k)
             t0 = perf()
             out_token, piece = step_frontend(k, token)
             cost = perf() - t0
-            row("frame", now, frame=k, t_ref=ready, detail="late" if late else None, step_wall_s=cost)
-            row("oracle_token_fed", now, frame=k, token_id=token, oracle_index=index, n_skipped=skipped)
-            row("frontend_token", now, frame=k, token_id=out_token, text=piece or None)
+            row(
+                "frame",
+                now_s,
+                frame=k,
+                t_ref=ready / TICKS_PER_SECOND,
+                detail="late" if late else None,
+                step_wall_s=cost,
+            )
+            row("oracle_token_fed", now_s, frame=k, token_id=token, oracle_index=index, n_skipped=skipped)
+            row("frontend_token", now_s, frame=k, token_id=out_token, text=piece or None)
             if out_token != padding and piece:
                 add_piece(piece)
             if progress is not None and k % report_every == 0:
                 progress(k, self.n_frames)
             if budget and cost > 0:
-                yield env.timeout(cost)
+                yield env.timeout(to_ticks(cost))
 
     # -- driver ----------------------------------------------------------------------------------
+
+    def _warmup(self) -> None:
+        """KAME's multiplexer sends a one-token request before the session's first stream."""
+        llm = self.parts.llm
+        outcome = llm.warmup() if isinstance(llm, WarmableLlmBackend) else "simulated back-end: nothing sent"
+        self.trace.row("llm_warmup", self._now_s(), detail=outcome)
 
     def run(self) -> None:
         """Run the session to its last frame; the trace gets run_start/run_end rows around it."""
@@ -289,13 +524,27 @@ class Session:
             self.trace.row("run_start", 0.0, detail=parts.frontend.name)
             env.process(self._user_words())
             if parts.oracle_replay is not None:
-                env.process(oracle_replay_process(env, parts.oracle_replay, self._enqueue, self.end_time))
+                env.process(
+                    oracle_replay_process(env, parts.oracle_replay, self._replay_put, self.end_tick, to_ticks)
+                )
             else:
+                if self.multiplexed and isinstance(self.policy_settings, MultiplexerPolicySettings):
+                    if self.policy_settings.warmup:
+                        self._warmup()
+                else:
+                    env.process(self._poll_loop())
                 env.process(self._stt())
-                env.process(self._stream_manager())
             env.run(until=env.process(self._frame_loop()))
+            self._end_streams()
         finally:
             parts.frontend.end_session()
         if self.progress is not None:
             self.progress(self.n_frames, self.n_frames)
-        self.trace.row("run_end", env.now, frame=self.n_frames, detail="ok")
+        self.trace.row("run_end", self._now_s(), frame=self.n_frames, detail="ok")
+
+    def _end_streams(self) -> None:
+        """The session ends: every stream still live is cancelled (KAME's stop())."""
+        if self.multiplexed:
+            self.mux.end_session()
+        for generation in list(self.streams):
+            self._cancel(generation, "session_end")

@@ -92,3 +92,28 @@ def test_a_trace_without_oracle_items_is_refused(tmp_path: Path):
     trace = import_kame_logs(logs, tmp_path / "imported")
     with pytest.raises(InputError, match="no oracle_enqueue rows"):
         load_oracle_schedule(trace)
+
+
+@pytest.mark.parametrize("replaying_policy", ["multiplexer", "poll"])
+def test_replaying_a_multiplexer_trace_feeds_its_oracle_under_either_policy(tmp_path: Path, replaying_policy):
+    """A multiplexer trace has no reset items and flushes at adoptions: the replay makes both
+    explicit, so the oracle fed frame by frame is the recorded one whichever policy replays it."""
+    original = run_scenario(
+        load_scenario(DEMO_SCENARIO, {"run.seed": 5, "policy.kind": "multiplexer"}), tmp_path / "orig"
+    )
+    first = read_trace(original.run_dir)
+    assert _events(first.table, "oracle_flush", ["stream_id"]), "the original must contain a flush"
+    replay = run_scenario(
+        load_scenario(
+            DEMO_SCENARIO,
+            {"run.seed": 5, "policy.kind": replaying_policy, "replay.oracle_from": str(original.run_dir)},
+        ),
+        tmp_path / "replay",
+    )
+    second = read_trace(replay.run_dir)
+    fed = ["frame", "token_id", "oracle_index", "n_skipped"]
+    assert _events(second.table, "oracle_token_fed", fed) == _events(first.table, "oracle_token_fed", fed)
+    applied = ["frame", "stream_id", "text", "oracle_index", "n_tokens"]
+    assert _events(second.table, "oracle_append_applied", applied) == _events(
+        first.table, "oracle_append_applied", applied
+    )

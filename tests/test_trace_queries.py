@@ -24,7 +24,7 @@ def test_pyarrow_share_of_frames_with_an_oracle_token(trace_file: Path):
     fed = t.filter(pc.equal(t["event"], "oracle_token_fed"))
     share = pc.mean(pc.cast(pc.is_valid(fed["oracle_index"]), pa.float64())).as_py()
     assert 0.0 < share < 1.0
-    assert t.schema.metadata[b"kame_sim.schema_version"] == b"1"
+    assert t.schema.metadata[b"kame_sim.schema_version"] == b"2"
 
 
 def test_duckdb_stream_table(trace_file: Path):

@@ -9,8 +9,9 @@ simulated delays, so a virtual-time run shows the latency the back-end really ha
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from kame_sim.delays import DelaySampler
 from kame_sim.llm.content import LlmContentSource, LlmRequest
@@ -73,3 +74,59 @@ class SimulatedLlm:
                 at += self.inter_chunk.draw()
             chunks.append(LlmChunk(at, text))
         return LlmPlan(chunks)
+
+
+class LlmStream(Protocol):
+    """An open stream as the simulator consumes it: chunks in time order, then how it ended.
+
+    A live back-end's :meth:`chunks` may block (in wall time) until the next chunk has really
+    arrived; :meth:`close` ends the request (closes the HTTP stream) when the policy cancels it.
+    ``error``/``error_at`` are read once :meth:`chunks` is exhausted.
+    """
+
+    error: str | None
+    error_at: float | None
+
+    def chunks(self) -> Iterator[LlmChunk]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingLlmBackend(Protocol):
+    """A back-end whose streams are consumed while they arrive (live, overlapping requests)."""
+
+    def open(self, request: LlmRequest) -> LlmStream: ...
+
+
+@runtime_checkable
+class WarmableLlmBackend(Protocol):
+    """A back-end that can send KAME's one-token warm-up request ("Reply OK.", 1 token)."""
+
+    def warmup(self) -> str: ...
+
+
+class PlannedStream:
+    """A plan replayed as a stream: the chunks up to the fault, nothing to close."""
+
+    def __init__(self, plan: LlmPlan) -> None:
+        self.plan = plan
+        self.error = plan.error
+        self.error_at = plan.error_at
+
+    def chunks(self) -> Iterator[LlmChunk]:
+        error_at = self.plan.error_at
+        for chunk in self.plan.chunks:
+            if error_at is not None and chunk.at > error_at:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        """Nothing was opened."""
+
+
+def open_stream(backend: LlmBackend, request: LlmRequest) -> LlmStream:
+    """The back-end's own stream when it streams live, else its plan replayed."""
+    if isinstance(backend, StreamingLlmBackend):
+        return backend.open(request)
+    return PlannedStream(backend.plan(request))

@@ -61,3 +61,16 @@ class StreamManagerPolicy:
         self.ever_started = True
         self.total_at_last_start = total
         return TickDecision("start", reason, total)
+
+
+def poll_request(conversation: str, pending: str) -> str:
+    """KAME's poll-loop ``_build_messages``: the conversation, then ``"\\nuser: {pending} "``.
+
+    The newline is added even to an empty conversation (KAME strips the conversation's end and
+    then adds one whenever it does not already end with a newline).
+    """
+    request = conversation.rstrip()
+    pending = pending.strip()
+    if pending:
+        request += f"\nuser: {pending} "
+    return request

@@ -30,29 +30,44 @@ class RecordedOracleItem(NamedTuple):
     """One oracle queue item as a trace recorded it."""
 
     t: float
-    action: str  # "reset" | "append"
+    action: str  # "reset" | "append" | "flush"
     text: str
     stream_id: int
 
 
 def recorded_oracle_items(trace: TraceData) -> list[RecordedOracleItem]:
-    """Every recorded put (``oracle_enqueue`` and ``oracle_drop`` rows), in trace order.
+    """Every recorded put (``oracle_enqueue`` and ``oracle_drop`` rows) and flush, in trace order.
 
     Dropped puts are replayed too: the replaying scenario's own queue decides again whether they
     fit, so replaying into a larger queue does not silently lose what the back-end sent. An append
     recorded without a stream (an imported log whose first line is not a reset) gets
     stream 0; the oracle treats an append with no oracle yet as a reset, as KAME does.
+
+    A multiplexer trace enqueues appends only (its audio loop resets the oracle when a newer
+    generation's first item arrives) and flushes the queue at adoptions: the items returned say
+    so explicitly (a ``reset`` before each newer generation's first append, a ``flush`` where the
+    queue was flushed), so a replay under either policy feeds the recorded oracle.
     """
     table = trace.table
-    rows = table.filter(pc.is_in(table.column("event"), pa.array(["oracle_enqueue", "oracle_drop"])))
+    multiplexed = trace.metadata.get("kame_sim.policy") == "multiplexer"
+    wanted = pa.array(["oracle_enqueue", "oracle_drop", "oracle_flush"])
+    rows = table.filter(pc.is_in(table.column("event"), wanted))
     items: list[RecordedOracleItem] = []
-    columns = rows.select(["t_sim", "detail", "text", "stream_id"]).to_pydict()
-    for t, action, text, sid in zip(
-        columns["t_sim"], columns["detail"], columns["text"], columns["stream_id"], strict=True
-    ):
+    columns = rows.select(["event", "t_sim", "detail", "text", "stream_id"]).to_pydict()
+    generation = 0
+    names = ("event", "t_sim", "detail", "text", "stream_id")
+    for event, t, action, text, sid in zip(*(columns[name] for name in names), strict=True):
+        sid = int(sid or 0)
+        if event == "oracle_flush":
+            items.append(RecordedOracleItem(float(t), "flush", "", sid))
+            continue
         if action not in ("reset", "append"):
             raise InputError(trace.path, "oracle_enqueue.detail", f"expected reset or append, got {action!r}")
-        items.append(RecordedOracleItem(float(t), action, text or "", int(sid or 0)))
+        if multiplexed and action == "append" and sid > generation:
+            items.append(RecordedOracleItem(float(t), "reset", "", sid))
+        if action == "reset" or multiplexed:
+            generation = max(generation, sid)
+        items.append(RecordedOracleItem(float(t), action, text or "", sid))
     return items
 
 
@@ -70,17 +85,21 @@ def load_oracle_schedule(path: Path, source: str = "replay.oracle_from") -> list
 def oracle_replay_process(
     env: simpy.Environment,
     items: Sequence[RecordedOracleItem],
-    enqueue: Callable[[str, str, int], None],
-    end_time: float,
+    enqueue: Callable[[str, str, int], object],
+    end_tick: int,
+    to_ticks: Callable[[float], int],
 ) -> Generator[simpy.Event, Any, None]:
     """SimPy process: call ``enqueue(action, text, stream_id)`` at each item's recorded time.
 
-    Items at the same instant are enqueued back to back without yielding, so they reach the queue
-    in their recorded order before the frame loop's drain, as they did in the original run.
+    Recorded times are seconds (the trace's ``t_sim``); ``to_ticks`` maps them back to the
+    environment's integer clock, which recovers a simulated trace's ticks exactly. Items at the
+    same instant are enqueued back to back without yielding, so they reach the queue in their
+    recorded order before the frame loop's drain, as they did in the original run.
     """
     for item in items:
-        if item.t >= end_time:
+        at = to_ticks(item.t)
+        if at >= end_tick:
             return
-        if item.t > env.now:
-            yield env.timeout(item.t - env.now)
+        if at > env.now:
+            yield env.timeout(at - env.now)
         enqueue(item.action, item.text, item.stream_id)

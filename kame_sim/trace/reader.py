@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from kame_sim.errors import InputError
-from kame_sim.trace.schema import SCHEMA_VERSION, TRACE_FILENAME
+from kame_sim.trace.schema import READABLE_VERSIONS, SCHEMA_VERSION, TRACE_FILENAME, trace_schema
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,28 @@ def read_trace(path: Path) -> TraceData:
     raw = schema.metadata or {}
     metadata = {k.decode(): v.decode() for k, v in raw.items()}
     version = metadata.get("kame_sim.schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise InputError(file, "kame_sim.schema_version", f"unsupported trace schema {version!r}")
     table = pa.Table.from_batches(batches, schema=schema)
+    if version != SCHEMA_VERSION:
+        table = _upgrade(table)
     events = table.column("event")
     complete = len(table) > 0 and events[len(table) - 1].as_py() == "run_end"
     return TraceData(file, table, metadata, complete, truncated)
+
+
+def _upgrade(table: pa.Table) -> pa.Table:
+    """An older trace in today's layout: columns it lacks are added as nulls, in schema order.
+
+    Every column added since version 1 is optional information (``request``), so the upgraded
+    table means what the old one meant; the schema metadata (run facts) is kept.
+    """
+    current = trace_schema()
+    columns = []
+    for f in current:
+        if f.name in table.column_names:
+            columns.append(table.column(f.name))
+        else:
+            columns.append(pa.nulls(len(table), type=f.type))
+    upgraded = pa.Table.from_arrays(columns, schema=current.with_metadata(table.schema.metadata))
+    return upgraded

@@ -67,6 +67,7 @@ class TraceWriter:
         t_ref: float | None = None,
         detail: str | None = None,
         step_wall_s: float | None = None,
+        request: str | None = None,
     ) -> None:
         """Record one event (argument order = column order after ``seq``; wall_s is measured here)."""
         self._seq_append(self._seq)
@@ -88,8 +89,9 @@ class TraceWriter:
         a[12](delay_s)
         a[13](t_ref)
         a[14](detail)
-        a[15](now - self._t0)
-        a[16](step_wall_s)
+        a[15](request)
+        a[16](now - self._t0)
+        a[17](step_wall_s)
         if self._seq - self.rows_written >= self._batch_rows or now - self._last_flush >= self._flush_seconds:
             self.flush()
 
