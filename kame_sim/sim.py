@@ -118,7 +118,10 @@ class Session:
         self.streams: dict[int, simpy.Process] = {}  # live stream processes by generation
         self.stream_count = 0
         self.late_frames = 0
-        self._put_waiters: deque[simpy.Event] = deque()
+        # the multiplexer's waiting puts: (generation, event) in FIFO order, and the generations
+        # already woken whose put has a slot reserved but has not happened yet
+        self._put_waiters: deque[tuple[int, simpy.Event]] = deque()
+        self._woken: set[int] = set()
         self._active_generation = 0  # the audio loop's generation (multiplexer)
         if isinstance(sc.policy, MultiplexerPolicySettings):
             p = sc.policy
@@ -254,6 +257,7 @@ class Session:
         process = self.streams.pop(generation, None)
         if process is None or not process.is_alive:
             return
+        self._forget_waiter(generation)  # at once: a newer stream must not queue behind it
         process.interrupt(reason)
         self.trace.row("llm_cancel", self._now_s(), stream_id=generation, detail=reason)
 
@@ -281,34 +285,35 @@ class Session:
 
     def _put_waiting(self, text: str, generation: int) -> SimProcess:
         """The multiplexer's ``await queue.put``: wait (FIFO) for room, then put."""
-        if self.queue.full or self._put_waiters:
+        if len(self.queue) + len(self._woken) >= self.queue.maxsize or self._put_waiters:
             began = self.env.now
             waiter = self.env.event()
-            self._put_waiters.append(waiter)
+            self._put_waiters.append((generation, waiter))
             try:
                 yield waiter
             except simpy.Interrupt:
-                if waiter in self._put_waiters:
-                    self._put_waiters.remove(waiter)
+                self._forget_waiter(generation)
                 raise
-            wait = self.env.now - began
+            self._woken.discard(generation)
             self.trace.row(
                 "oracle_put_wait",
                 self._now_s(),
                 stream_id=generation,
-                delay_s=to_seconds(wait),
+                delay_s=to_seconds(self.env.now - began),
                 t_ref=to_seconds(began),
             )
         self._enqueue("append", text, generation)
 
+    def _forget_waiter(self, generation: int) -> None:
+        """A cancelled stream's waiting put never happens: free its place and any reserved slot."""
+        self._put_waiters = deque(w for w in self._put_waiters if w[0] != generation)
+        self._woken.discard(generation)
+
     def _wake_putters(self) -> None:
-        while self._put_waiters and len(self.queue) + sum(1 for w in self._put_waiters if w.triggered) < (
-            self.queue.maxsize
-        ):
-            waiter = next((w for w in self._put_waiters if not w.triggered), None)
-            if waiter is None:
-                return
-            self._put_waiters.remove(waiter)
+        """After a drain: wake waiting puts in FIFO order, one per free slot (reserved until put)."""
+        while self._put_waiters and len(self.queue) + len(self._woken) < self.queue.maxsize:
+            generation, waiter = self._put_waiters.popleft()
+            self._woken.add(generation)
             waiter.succeed()
 
     def _poll_stream(self, request: LlmRequest) -> SimProcess:
@@ -386,8 +391,8 @@ class Session:
                 n_chunks += 1
                 if accepted:
                     yield from self._put_waiting(text, gen)
-            self.mux.on_stream_end(gen)
             yield from self._stream_end(stream, gen, started, n_chunks)
+            self.mux.on_stream_end(gen)
         except simpy.Interrupt:
             stream.close()
 

@@ -261,3 +261,20 @@ def test_a_version_1_trace_is_read_with_the_new_columns_as_nulls(tmp_path: Path)
     assert upgraded.table["request"].null_count == len(upgraded.table)
     assert upgraded.table.drop_columns(["request"]).equals(current.table.drop_columns(["request"]))
     assert upgraded.metadata["kame_sim.schema_version"] == "1" and upgraded.complete
+
+
+def test_an_adopted_stream_does_not_queue_behind_the_cancelled_streams_waiting_put(tmp_path: Path):
+    """Queue of 2. gen 1 emits 5 chunks at 1.605 s (after the drain at 1.60 s): c0, c1 fit, c2
+    waits. gen 2's first delta at 1.61 s is adopted: flush (2 items), gen 1 cancelled while
+    waiting, and gen 2's put goes in at once (a stale waiter must not make it wait for 1.68 s)."""
+    llm = ScriptedLlm({1: [(0.605, f"c{i}") for i in range(5)], 2: [(0.11, "b0")]})
+    data = scripted_run(
+        tmp_path, {**MUX, "policy.queue_size": 2}, [partial(1.0, "hi"), partial(1.5, "hi you")], llm
+    )
+    check_policy_invariants(data)
+    t = data.table
+    assert [r["stream_id"] for r in rows(t, "oracle_put_wait")] == []
+    assert [(r["stream_id"], r["queue_len"]) for r in rows(t, "oracle_flush")] == [(2, 2)]
+    enq = [(r["stream_id"], r["text"], round(r["t_sim"], 6)) for r in rows(t, "oracle_enqueue")]
+    assert enq == [(1, "c0", 1.605), (1, "c1", 1.605), (2, "b0", 1.5 + 0.11)]
+    assert [(r["text"], r["frame"]) for r in rows(t, "oracle_append_applied")] == [("b0", 20)]
