@@ -72,11 +72,17 @@ class SessionParts:
 
 
 def voice_activity(words: tuple[Word, ...], n_frames: int, frame_seconds: float) -> np.ndarray:
-    """Frames in which any of ``words`` is being spoken (a word covers the frames it overlaps)."""
+    """Frames in which any of ``words`` is being spoken (a word covers the frames it overlaps).
+
+    Frames ``floor(start / f)`` to ``ceil(end / f) - 1``, with quotients within 1e-9 of a whole
+    frame taken as whole: in floats 2.32 / 0.08 is 28.999999999999996, and a word starting exactly
+    where frame 29 starts (or ending where frame 7 starts, 0.56 / 0.08 = 7.000000000000001) must
+    not mark the neighbouring frame.
+    """
     active = np.zeros(n_frames, dtype=bool)
     for word in words:
-        first = int(word.start / frame_seconds)
-        last = int(np.ceil(word.end / frame_seconds))
+        first = math.floor(word.start / frame_seconds + 1e-9)
+        last = math.ceil(word.end / frame_seconds - 1e-9)
         active[first : min(last, n_frames)] = True
     return active
 

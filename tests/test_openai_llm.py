@@ -1,7 +1,10 @@
 """The live OpenAI-compatible back-end against real loopback servers (serve-llm, or a tiny capture app).
 
 Every server binds 127.0.0.1 on a free port and is stopped at the end of its test; streams are
-short (tens of ms) so the whole file runs in seconds.
+short (tens of ms) so the whole file runs in seconds. No test asserts a wall-clock duration: the
+client's offsets are checked with a scripted clock, faults with serve-llm in virtual time (a stall
+lasts until the client has given up), and how close measured offsets come to the served delays is
+benchmarks/bench_serve_llm.py's job.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 from aiohttp import web
 from conftest import DEMO_SCENARIO
 from trace_checks import check_invariants, rows
+from virtual_clock import ScriptedClock, VirtualClock
 
 from kame_sim.config import load_scenario
 from kame_sim.errors import InputError
@@ -32,6 +36,7 @@ SECRET = "sk-kamesim-test-SECRET-0123456789"
 KEY_ENV = "KAME_SIM_TEST_OPENAI_KEY"
 REPLY = "pizza express is on main street"
 REQUEST = LlmRequest(1.0, "user: hello\nmoshi: hi there\nuser: i want pizza ", "i want pizza", 1)
+STALL = 3600.0  # a stall no client waits out (serve-llm's VirtualClock holds it until released)
 
 
 def fast_config(**kwargs: Any) -> ServeLlmConfig:
@@ -107,19 +112,17 @@ def test_kame_messages_are_system_prompt_then_the_conversation():
 
 
 def test_a_plan_is_the_served_text_at_measured_offsets():
-    with serving(fast_config()) as server:
-        llm = llm_for(server.base_url)
+    """Each delta is timed once, on arrival, relative to the request start (clock readings in order)."""
+    readings = [10.0, 10.25, 10.5, 11.0, 11.125, 12.0, 13.5]  # request start, then one per delta
+    with serving(fast_config(), clock=VirtualClock()) as server:
+        llm = llm_for(server.base_url, clock=ScriptedClock(readings))
         try:
-            llm.plan(REQUEST)  # warm-up (connection)
             plan = llm.plan(REQUEST)
         finally:
             llm.close()
     assert plan.error is None and plan.source == "openai"
-    assert "".join(c.text for c in plan.chunks) == REPLY
-    times = [c.at for c in plan.chunks]
-    assert times == sorted(times)
-    assert 0.025 <= times[0] <= 0.5
-    assert times[-1] - times[0] >= 5 * 0.005 * 0.8
+    assert [c.text for c in plan.chunks] == ["pizza", " express", " is", " on", " main", " street"]
+    assert [c.at for c in plan.chunks] == [0.25, 0.5, 1.0, 1.125, 2.0, 3.5]
 
 
 def test_the_request_is_exactly_kames_and_carries_the_key():
@@ -152,28 +155,30 @@ def test_the_request_is_exactly_kames_and_carries_the_key():
     ],
 )
 def test_each_fault_kind_ends_the_plan_with_its_error(fault: str, prefix: str, n_chunks: int):
-    config = fast_config(fault_schedule=("ok", fault), stall_seconds=0.6)
-    with serving(config) as server:
-        llm = llm_for(server.base_url, request_timeout=0.3)
+    # The stall outlasts the client's (real) timeout for sure: it ends only when released below.
+    clock = VirtualClock(hold_from=STALL)
+    config = fast_config(fault_schedule=("ok", fault), stall_seconds=STALL)
+    with serving(config, clock=clock) as server:
+        llm = llm_for(server.base_url, request_timeout=1.0, clock=ScriptedClock([]))  # 0, 1, 2, ...
         try:
-            assert llm.plan(REQUEST).error is None
-            plan = llm.plan(REQUEST)
+            assert llm.plan(REQUEST).error is None  # readings 0 .. 6
+            plan = llm.plan(REQUEST)  # starts at reading 7
         finally:
+            clock.release()
             llm.close()
     assert plan.error is not None and plan.error.startswith(prefix), plan.error
-    assert len(plan.chunks) == n_chunks
-    assert plan.error_at is not None and plan.error_at >= (plan.chunks[-1].at if plan.chunks else 0.0)
-    if fault == "stall":
-        assert 0.25 <= plan.error_at <= 0.9
+    assert [c.at for c in plan.chunks] == [1.0, 2.0][:n_chunks]
+    # The error is timed when it happens, after the chunks that came, from the same start.
+    assert plan.error_at == n_chunks + 1.0
 
 
 def test_a_closed_port_is_a_connect_error_not_an_exception():
-    llm = llm_for(closed_port_url(), request_timeout=2.0)
+    llm = llm_for(closed_port_url(), request_timeout=30.0, clock=ScriptedClock([5.0, 5.5]))
     plan = llm.plan(REQUEST)
     llm.close()
     assert plan.chunks == [] and plan.error is not None
-    assert plan.error.startswith("connect error: "), plan.error
-    assert plan.error_at is not None and plan.error_at < 2.0
+    assert plan.error.startswith("connect error: "), plan.error  # refused at once, not a timeout
+    assert plan.error_at == 0.5
 
 
 def test_the_key_is_masked_in_errors_and_repr():
@@ -224,10 +229,17 @@ def test_a_demo_run_streams_the_served_text(tmp_path: Path, api_key: str):
 
 def test_faults_become_llm_error_events_and_the_run_completes(tmp_path: Path, api_key: str):
     schedule = ("ok", "http_429", "http_5xx", "drop", "malformed", "stall")
-    config = fast_config(fault_schedule=schedule, stall_seconds=0.6)
-    with serving(config) as server:
-        scenario = live_scenario(server.base_url, 8.0, **{"llm.request_timeout": 0.3})
-        result = run_scenario(scenario, run_dir=tmp_path / "run")
+    clock = VirtualClock(hold_from=STALL)  # the stall lasts until the run is over
+    config = fast_config(fault_schedule=schedule, stall_seconds=STALL)
+    with serving(config, clock=clock) as server:
+        # The stall times out after 1 s of wall time; halved in simulated time, its error lands
+        # before the next start (1 s after it) cancels the stream, even if the machine is slow.
+        overrides = {"llm.request_timeout": 1.0, "llm.time_scale": 0.5}
+        scenario = live_scenario(server.base_url, 8.0, **overrides)
+        try:
+            result = run_scenario(scenario, run_dir=tmp_path / "run")
+        finally:
+            clock.release()
     data = read_trace(result.trace_path)
     check_invariants(data)
     errors = {r["stream_id"]: r["detail"] for r in rows(data.table, "llm_error")}

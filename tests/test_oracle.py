@@ -124,3 +124,14 @@ def test_queue_drops_on_full_reset_included_and_drains_in_order():
 def test_queue_size_must_be_positive():
     with pytest.raises(ValueError):
         OracleQueue(0)
+
+
+def test_queued_resets_count_towards_the_bound():
+    """A queued reset takes a slot like an append: reset + 63 appends fill the 64-item queue."""
+    queue = OracleQueue(64)
+    assert queue.put(item("reset"))
+    assert all(queue.put(item("append", i)) for i in range(63))
+    assert len(queue) == 64
+    assert queue.put(item("append", 63)) is False
+    assert queue.put(item("reset")) is False
+    assert [x.action for x in queue.drain()] == ["reset"] + ["append"] * 63

@@ -1,21 +1,21 @@
 """serve-llm on real loopback sockets: the wire format, its timing, and each injected fault.
 
 The client here is plain aiohttp reading raw SSE lines, so these tests check the server on its own
-(the openai-client path is tested in test_openai_llm.py).
+(the openai-client path is tested in test_openai_llm.py). Timing is checked in virtual time (a
+:class:`VirtualClock` and the virtual send time of every write), never as wall-clock durations:
+how exactly the real server keeps its delays is measured by benchmarks/bench_serve_llm.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import statistics
-import time
 from typing import Any
 
 import aiohttp
 import pytest
 from conftest import REPO
+from virtual_clock import VirtualClock, recorded_writes
 
 from kame_sim.errors import InputError
 from kame_sim.llm.serve import (
@@ -37,27 +37,23 @@ TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 async def _stream(base_url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One streaming request: status, each SSE data line with its arrival time, and how it ended."""
+    """One streaming request: status, each SSE data line in arrival order, and how it ended."""
     payload = {"model": "gpt-4.1", "messages": MESSAGES, "stream": True, **(body or {})}
-    events: list[tuple[float, str]] = []
+    events: list[str] = []
     ended = "ok"
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
-        t0 = time.perf_counter()
-        async with session.post(f"{base_url}/chat/completions", json=payload) as response:
-            if response.status != 200:
-                return {
-                    "status": response.status,
-                    "body": await response.json(),
-                    "events": [],
-                    "ended": "http",
-                }
-            try:
-                async for raw in response.content:
-                    line = raw.decode().strip()
-                    if line.startswith("data: "):
-                        events.append((time.perf_counter() - t0, line.removeprefix("data: ")))
-            except aiohttp.ClientPayloadError:
-                ended = "cut"
+    async with (
+        aiohttp.ClientSession(timeout=TIMEOUT) as session,
+        session.post(f"{base_url}/chat/completions", json=payload) as response,
+    ):
+        if response.status != 200:
+            return {"status": response.status, "body": await response.json(), "events": [], "ended": "http"}
+        try:
+            async for raw in response.content:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    events.append(line.removeprefix("data: "))
+        except aiohttp.ClientPayloadError:
+            ended = "cut"
     return {"status": 200, "events": events, "ended": ended}
 
 
@@ -65,14 +61,28 @@ def stream(base_url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     return asyncio.run(_stream(base_url, body))
 
 
-def content_events(events: list[tuple[float, str]]) -> list[tuple[float, str]]:
+def content_events(events: list[str]) -> list[str]:
+    """The non-empty content deltas of a stream's SSE data lines, in order."""
     out = []
-    for at, data in events:
-        if data == "[DONE]":
+    for data in events:
+        if data == "[DONE]" or not _is_json(data):
             continue
         chunk = json.loads(data)
         if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-            out.append((at, chunk["choices"][0]["delta"]["content"]))
+            out.append(chunk["choices"][0]["delta"]["content"])
+    return out
+
+
+def sent_deltas(writes: list[tuple[float, bytes]], t0: float) -> list[tuple[float, str]]:
+    """(virtual send time - t0, delta) of every write that carried a role or content delta."""
+    out = []
+    for at, raw in writes:
+        data = raw.decode().removeprefix("data: ").strip()
+        if not raw.startswith(b"data: ") or data == "[DONE]" or not _is_json(data):
+            continue
+        choices = json.loads(data)["choices"]
+        if choices and "content" in choices[0]["delta"]:
+            out.append((round(at - t0, 9), choices[0]["delta"]["content"]))
     return out
 
 
@@ -80,7 +90,7 @@ def test_stream_is_the_openai_wire_format():
     config = ServeLlmConfig(content="fixed:one two three", ttft=0.01, inter_chunk=0.0)
     with serving(config) as server:
         result = stream(server.base_url, {"stream_options": {"include_usage": True}})
-    data = [d for _, d in result["events"]]
+    data = result["events"]
     assert data[-1] == "[DONE]"
     chunks = [json.loads(d) for d in data[:-1]]
     assert all(c["object"] == "chat.completion.chunk" and c["model"] == "gpt-4.1" for c in chunks)
@@ -115,15 +125,26 @@ def test_non_streaming_completion_and_models():
 
 
 def test_ttft_and_gaps_follow_the_configured_delays():
+    """The role delta and delta 0 go out at TTFT, delta k at TTFT + k gaps (from the request start)."""
+    clock = VirtualClock()
     config = ServeLlmConfig(content="fixed:a b c d e f", ttft=0.2, inter_chunk=0.02)
-    with serving(config) as server:
-        stream(server.base_url)  # warm-up: the first request pays for the connection and imports
-        runs = [content_events(stream(server.base_url)["events"]) for _ in range(3)]
-    ttfts = [run[0][0] for run in runs]
-    gaps = [b[0] - a[0] for run in runs for a, b in itertools.pairwise(run)]
-    assert all(len(run) == 6 for run in runs)
-    assert 0.18 <= statistics.mean(ttfts) <= 0.35, ttfts
-    assert abs(statistics.mean(gaps) - 0.02) <= 0.015, gaps
+    with serving(config, clock=clock) as server, recorded_writes(clock) as writes:
+        clock.now = 100.0
+        result = stream(server.base_url)
+    assert sent_deltas(writes, 100.0) == [
+        (0.2, ""), (0.2, "a"), (0.22, " b"), (0.24, " c"), (0.26, " d"), (0.28, " e"), (0.3, " f")
+    ]  # fmt: skip
+    assert content_events(result["events"]) == ["a", " b", " c", " d", " e", " f"]
+
+
+def test_deadlines_are_absolute_so_oversleeping_does_not_accumulate():
+    """Each sleep overshoots by 5 ms: every delta is 5 ms late, not 5 ms more late than the one before."""
+    clock = VirtualClock(oversleep=0.005)
+    config = ServeLlmConfig(content="fixed:a b c d", ttft=0.2, inter_chunk=0.02)
+    with serving(config, clock=clock) as server, recorded_writes(clock) as writes:
+        stream(server.base_url)
+    times = [at for at, text in sent_deltas(writes, 0.0) if text]
+    assert times == [0.205, 0.225, 0.245, 0.265]
 
 
 def test_http_faults_are_openai_error_bodies():
@@ -147,21 +168,26 @@ def test_mid_stream_faults():
         stall_seconds=0.4,
         fault_after_chunks=2,
     )
-    with serving(config) as server:
+    clock = VirtualClock()
+    with serving(config, clock=clock) as server, recorded_writes(clock) as writes:
         dropped = stream(server.base_url)
         malformed = stream(server.base_url)
+        n_before_stall = len(writes)
+        stall_t0 = clock.now
         stalled = stream(server.base_url)
     # drop: two content chunks, then the connection is cut without the end of the chunked body
     assert dropped["ended"] == "cut"
-    assert [t for _, t in content_events(dropped["events"])] == ["w1", " w2"]
+    assert content_events(dropped["events"]) == ["w1", " w2"]
     # malformed: one data line is not JSON; the rest of the stream still comes
-    bad = [d for _, d in malformed["events"] if d != "[DONE]" and not _is_json(d)]
+    bad = [d for d in malformed["events"] if d != "[DONE]" and not _is_json(d)]
     assert len(bad) == 1
-    assert malformed["events"][-1][1] == "[DONE]"
-    # stall: nothing for stall_seconds after the second chunk, then the rest
-    chunks = content_events(stalled["events"])
-    assert len(chunks) == 5 and stalled["ended"] == "ok"
-    assert chunks[2][0] - chunks[1][0] >= 0.39
+    assert content_events(malformed["events"]) == ["w1", " w2", " w3", " w4", " w5"]
+    assert malformed["events"][-1] == "[DONE]"
+    # stall: nothing for stall_seconds after the second chunk, then the rest, shifted by the stall
+    assert content_events(stalled["events"]) == ["w1", " w2", " w3", " w4", " w5"]
+    assert stalled["ended"] == "ok"
+    sent = [(at, text) for at, text in sent_deltas(writes[n_before_stall:], stall_t0) if text]
+    assert sent == [(0.01, "w1"), (0.02, " w2"), (0.43, " w3"), (0.44, " w4"), (0.45, " w5")]
 
 
 def _is_json(text: str) -> bool:
@@ -175,9 +201,12 @@ def _is_json(text: str) -> bool:
 def test_a_stall_before_the_first_token_delays_it():
     config = ServeLlmConfig(content="fixed:x y", ttft=0.01, fault_schedule=("stall",), fault_after_chunks=0)
     config = config.model_copy(update={"stall_seconds": 0.3})
-    with serving(config) as server:
-        chunks = content_events(stream(server.base_url)["events"])
-    assert chunks[0][0] >= 0.3
+    clock = VirtualClock()
+    with serving(config, clock=clock) as server, recorded_writes(clock) as writes:
+        result = stream(server.base_url)
+    assert content_events(result["events"]) == ["x", " y"]
+    # The role delta goes out at the TTFT, the first content only after the stall.
+    assert sent_deltas(writes, 0.0) == [(0.01, ""), (0.31, "x"), (0.33, " y")]  # default gap 0.02 s
 
 
 def test_fault_probabilities_are_seeded_and_the_schedule_comes_first():

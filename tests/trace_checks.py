@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pyarrow as pa
 
+from kame_sim.tokenizer import BUNDLED_MODEL, TextTokenizer
 from kame_sim.trace.reader import TraceData
 
 
@@ -14,8 +16,106 @@ def rows(table: pa.Table, event: str) -> list[dict]:
     return [r for r in table.to_pylist() if r["event"] == event]
 
 
-def check_invariants(data: TraceData, frame_seconds: float = 0.08) -> None:
-    """Frame clock, oracle causality and LLM stream life cycles (asserts on failure)."""
+def trace_tokenizer(data: TraceData) -> TextTokenizer | None:
+    """The tokenizer the trace was made with (matched by its sha256), when it can be found here.
+
+    Candidates: the scenario's ``oracle.tokenizer``, the ``*.model`` files of a kame checkpoint,
+    and the bundled model. None when none matches (the oracle check then uses ``n_tokens`` only).
+    """
+    scenario = data.scenario
+    candidates: list[Path] = []
+    if scenario.get("oracle", {}).get("tokenizer"):
+        candidates.append(Path(scenario["oracle"]["tokenizer"]))
+    checkpoint = scenario.get("frontend", {}).get("checkpoint")
+    if checkpoint and Path(checkpoint).is_dir():
+        candidates.extend(sorted(Path(checkpoint).glob("*.model")))
+    candidates.append(BUNDLED_MODEL)
+    wanted = data.metadata.get("kame_sim.tokenizer_sha256")
+    for path in candidates:
+        if path.is_file():
+            tokenizer = TextTokenizer.load(path)
+            if tokenizer.sha256() == wanted:
+                return tokenizer
+    return None
+
+
+def check_oracle_feed(data: TraceData, tokenizer: TextTokenizer | None = None) -> None:
+    """Rebuild KAME's oracle from the applied resets/appends and check every frame's fed token.
+
+    At every frame the token fed must be ``oracle_tokens[frame - anchor]`` when that index exists,
+    and padding otherwise (kame-reference.md §2): so every due token was fed, nothing was fed that
+    was not due, and each item was applied at the first frame boundary after it was enqueued, in
+    queue order. Appended ids are re-derived with ``tokenizer`` (``sp.encode`` per chunk); without
+    one only their count (``n_tokens``) is known, and a due slot must then feed a non-padding id.
+    """
+    all_rows = data.table.to_pylist()
+    padding = int(data.scenario.get("oracle", {}).get("padding_id", 3))
+    start_id = int(data.metadata["kame_sim.tokenizer_vocab"])  # START = text_card = vocab size
+    tokens: list[int | None] | None = None  # None: no oracle yet; None entries: unknown ids
+    anchor = 0
+    next_frame = 0  # the frame the next oracle_token_fed row must be for
+    skipped_this_frame = 0
+    pending: list[dict] = []  # enqueued items not applied yet, oldest first
+    for r in all_rows:
+        event = r["event"]
+        if event == "oracle_enqueue":
+            pending.append(r)
+        elif event in ("oracle_reset_applied", "oracle_append_applied"):
+            k = r["frame"]
+            assert k == next_frame, f"{event} for frame {k} while frame {next_frame} is next"
+            assert pending, f"frame {k}: {event} of an item that was never enqueued"
+            item = pending.pop(0)
+            action = "reset" if event == "oracle_reset_applied" else "append"
+            assert (item["detail"], item["stream_id"]) == (action, r["stream_id"]), f"frame {k}: out of order"
+            assert item["text"] == r["text"] or action == "reset", f"frame {k}: applied text differs"
+            assert item["t_sim"] == r["t_ref"], f"frame {k}: t_ref is not the enqueue time"
+            if action == "reset":
+                tokens, anchor = [start_id], k
+                continue
+            n = r["n_tokens"]
+            ids: list[int | None] = [None] * n
+            if tokenizer is not None:
+                ids = list(tokenizer.encode(r["text"]))
+                assert len(ids) == n, f"frame {k}: {r['text']!r} is {len(ids)} tokens, trace says {n}"
+            if n and tokens is None:
+                tokens, anchor = [start_id], k  # an append without an oracle first acts as a reset
+            first = len(tokens) if tokens is not None else 0
+            assert r["oracle_index"] == first, f"frame {k}: append at index {r['oracle_index']}, not {first}"
+            if tokens is not None:
+                tokens.extend(ids)
+                late = max(0, min(len(tokens), k - anchor) - first)
+                assert r["n_skipped"] == late, f"frame {k}: n_skipped {r['n_skipped']}, expected {late}"
+                skipped_this_frame += late
+        elif event == "oracle_token_fed":
+            k = r["frame"]
+            assert k == next_frame, f"oracle_token_fed for frame {k}, expected {next_frame}"
+            # The drain before this step took the whole queue, and nothing can be enqueued between
+            # the drain and the feed (no simulated time passes there): nothing may be pending.
+            assert not pending, f"frame {k}: item enqueued at {pending[0]['t_sim']} not applied at this frame"
+            rel = k - anchor
+            if tokens is not None and 0 <= rel < len(tokens):
+                assert r["oracle_index"] == rel, f"frame {k}: index {r['oracle_index']}, due {rel}"
+                due = tokens[rel]
+                if due is None:
+                    assert r["token_id"] != padding, f"frame {k}: padding fed while index {rel} was due"
+                else:
+                    assert r["token_id"] == due, f"frame {k}: fed {r['token_id']}, due {due} (index {rel})"
+            else:
+                assert r["oracle_index"] is None and r["token_id"] == padding, (
+                    f"frame {k}: fed {r['token_id']} (index {r['oracle_index']}) but nothing was due"
+                )
+            assert r["n_skipped"] == skipped_this_frame, f"frame {k}: n_skipped {r['n_skipped']}"
+            skipped_this_frame = 0
+            next_frame += 1
+
+
+def check_invariants(
+    data: TraceData, frame_seconds: float = 0.08, tokenizer: TextTokenizer | None = None
+) -> None:
+    """Frame clock, oracle feed (see :func:`check_oracle_feed`) and LLM stream life cycles.
+
+    ``tokenizer`` defaults to the trace's own when :func:`trace_tokenizer` can find it.
+    """
     table = data.table
     all_rows = table.to_pylist()
     assert data.complete and all_rows[-1]["event"] == "run_end"
@@ -31,32 +131,9 @@ def check_invariants(data: TraceData, frame_seconds: float = 0.08) -> None:
         math.isclose(b["t_sim"] - a["t_sim"], frame_seconds, abs_tol=1e-9)
         for a, b in itertools.pairwise(frames)
     )
+    assert len(rows(table, "oracle_token_fed")) == len(frames)
 
-    # Every fed oracle token was applied before (or at) its frame, at the right offset.
-    resets: dict[int, int] = {}
-    appended: list[tuple[int, int, int]] = []  # (frame, first_index, n_tokens) since the last reset
-    last_reset = None
-    start_id = None
-    for r in all_rows:
-        if r["event"] == "oracle_reset_applied":
-            last_reset = r["frame"]
-            appended = []
-            resets[r["frame"]] = r["stream_id"]
-        elif r["event"] == "oracle_append_applied":
-            if last_reset is None:
-                last_reset = r["frame"]  # append without reset acts as a reset
-            appended.append((r["frame"], r["oracle_index"], r["n_tokens"]))
-        elif r["event"] == "oracle_token_fed" and r["oracle_index"] is not None:
-            k, i = r["frame"], r["oracle_index"]
-            assert last_reset is not None, f"token fed at frame {k} before any oracle existed"
-            assert k - last_reset == i, f"frame {k}: index {i} but anchor {last_reset}"
-            if i == 0:
-                start_id = start_id or r["token_id"]
-                assert r["token_id"] == start_id
-            else:
-                assert any(f <= k and first <= i < first + n for f, first, n in appended), (
-                    f"frame {k}: oracle index {i} fed but never appended before"
-                )
+    check_oracle_feed(data, tokenizer if tokenizer is not None else trace_tokenizer(data))
 
     # Applied items were enqueued earlier; LLM stream life cycles are well formed.
     for r in all_rows:

@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kame_sim.errors import InputError
@@ -153,10 +153,13 @@ class OpenAiLlm:
         system_prompt: str | None = None,
         request_timeout: float = 30.0,
         max_retries: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """``clock`` times the chunks (seconds, any origin); tests inject a scripted one."""
         from openai import AsyncOpenAI
 
         self.model = model
+        self._clock = clock
         self.system_prompt = system_prompt
         self.request_timeout = request_timeout
         self._secret = api_key
@@ -217,7 +220,7 @@ class OpenAiLlm:
         import openai
 
         chunks: list[LlmChunk] = []
-        perf = time.perf_counter
+        perf = self._clock
         t0 = perf()
         responded = False
         try:

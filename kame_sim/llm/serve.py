@@ -15,7 +15,8 @@ the OpenAI API does and injects the faults at the byte level:
 Text comes from a simple, deterministic content source (``fixed:<text>``, ``echo`` of the last
 user line, or a conversation's recorded ``oracle_raw`` predictions); timing from kame-sim's delay
 models (TTFT and inter-chunk gaps, seeded); faults from per-request probabilities and/or a
-deterministic schedule. The server measures nothing: it is a stress target.
+deterministic schedule. The server measures nothing: it is a stress target. Its waits go through a
+:class:`ServeClock` (the event loop's by default), so tests can run it in virtual time.
 
 It binds 127.0.0.1 by default and refuses a non-loopback host unless ``allow_remote`` is set,
 because it answers anyone without authentication (it never reads or logs the API key).
@@ -37,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -215,6 +216,28 @@ class ContentSource:
 # -- the app --------------------------------------------------------------------------------------
 
 
+class ServeClock(Protocol):
+    """Where the server's time comes from: request starts, chunk deadlines and stalls.
+
+    A seam so tests can check the schedule in virtual time (no assertion on wall-clock durations,
+    which fail on a loaded machine); the real server uses :class:`LoopClock`.
+    """
+
+    def time(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class LoopClock:
+    """The running event loop's monotonic clock and ``asyncio.sleep``: real time."""
+
+    def time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
 @dataclass
 class ServeStats:
     """What the server did (for tests and the benchmark; it never stores request content)."""
@@ -228,8 +251,9 @@ class ServeStats:
 class _State:
     """Per-app state: samplers and fault RNG live on the event loop thread, so draws never race."""
 
-    def __init__(self, config: ServeLlmConfig) -> None:
+    def __init__(self, config: ServeLlmConfig, clock: ServeClock | None = None) -> None:
         self.config = config
+        self.clock: ServeClock = clock or LoopClock()
         self.content = ContentSource(config)
         self.ttft: DelaySampler = config.ttft.sampler(component_rng(config.seed, "serve.ttft"))
         self.inter_chunk: DelaySampler = config.inter_chunk.sampler(
@@ -272,10 +296,10 @@ def _error_response(status: int, message: str, type_: str, code: str | None) -> 
     return web.json_response(body, status=status, headers={"x-request-id": f"req_kamesim_{time.time_ns()}"})
 
 
-async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-    delay = deadline - loop.time()
+async def _sleep_until(clock: ServeClock, deadline: float) -> None:
+    delay = deadline - clock.time()
     if delay > 0:
-        await asyncio.sleep(delay)
+        await clock.sleep(delay)
 
 
 def _chunk_event(base: dict[str, Any], delta: dict[str, Any], finish: str | None, usage: bool) -> bytes:
@@ -296,8 +320,8 @@ async def _models(request: web.Request) -> web.Response:
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    clock = state.clock
+    t0 = clock.time()
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -356,7 +380,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     last_at = offsets[-1] if offsets else first_at
     try:
         # Headers and the role-only delta go out when the first token is ready, as the API does.
-        await _sleep_until(loop, t0 + first_at)
+        await _sleep_until(clock, t0 + first_at)
         await response.prepare(request)
         await response.write(_chunk_event(base, {"role": "assistant", "content": ""}, None, include_usage))
         for i in range(len(pieces) + 1):
@@ -367,12 +391,12 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
                     return response
                 if fault == "stall":
                     shift += config.stall_seconds
-                    await asyncio.sleep(config.stall_seconds)
+                    await clock.sleep(config.stall_seconds)
                 if fault == "malformed":
                     await response.write(
                         b'data: {"id":"' + cid.encode() + b'","choices":[{"delta":{"content":\n\n'
                     )
-            await _sleep_until(loop, t0 + (offsets[i] if i < len(pieces) else last_at) + shift)
+            await _sleep_until(clock, t0 + (offsets[i] if i < len(pieces) else last_at) + shift)
             if i < len(pieces):
                 await response.write(_chunk_event(base, {"content": pieces[i]}, None, include_usage))
         await response.write(_chunk_event(base, {}, "stop", include_usage))
@@ -408,9 +432,8 @@ async def _complete(
     model: str,
 ) -> web.StreamResponse:
     """Non-streaming: one chat.completion after the whole stream's delay (faults still apply)."""
-    loop = asyncio.get_running_loop()
     total = (offsets[-1] if offsets else first_at) + (state.config.stall_seconds if fault == "stall" else 0.0)
-    await _sleep_until(loop, t0 + total)
+    await _sleep_until(state.clock, t0 + total)
     if fault == "drop":
         if request.transport is not None:
             request.transport.abort()
@@ -440,10 +463,10 @@ async def _complete(
     return web.json_response(body)
 
 
-def create_app(config: ServeLlmConfig) -> web.Application:
-    """The aiohttp application (routes under /v1, state built from ``config``)."""
+def create_app(config: ServeLlmConfig, clock: ServeClock | None = None) -> web.Application:
+    """The aiohttp application (routes under /v1, state built from ``config``; real time by default)."""
     app = web.Application(client_max_size=16 * 1024**2)
-    app[STATE] = _State(config)
+    app[STATE] = _State(config, clock)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_get("/v1/models", _models)
     return app
@@ -489,7 +512,9 @@ async def serve(
 class ServeLlmServer:
     """serve-llm on a background thread with its own event loop (tests, benchmarks, notebooks)."""
 
-    def __init__(self, config: ServeLlmConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, config: ServeLlmConfig, host: str = "127.0.0.1", port: int = 0, clock: ServeClock | None = None
+    ) -> None:
         check_host(host, allow_remote=False)
         self.config = config
         self._host, self._port = host, port
@@ -497,7 +522,7 @@ class ServeLlmServer:
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="serve-llm", daemon=True)
         self.base_url = ""
-        self.app = create_app(config)
+        self.app = create_app(config, clock)
 
     @property
     def stats(self) -> ServeStats:
@@ -544,9 +569,11 @@ def run_in_thread(
 
 
 @contextlib.contextmanager
-def serving(config: ServeLlmConfig, host: str = "127.0.0.1", port: int = 0) -> Iterator[ServeLlmServer]:
+def serving(
+    config: ServeLlmConfig, host: str = "127.0.0.1", port: int = 0, clock: ServeClock | None = None
+) -> Iterator[ServeLlmServer]:
     """``with serving(config) as server: ... server.base_url ... server.stats``; stopped on exit."""
-    server = ServeLlmServer(config, host, port).start()
+    server = ServeLlmServer(config, host, port, clock).start()
     try:
         yield server
     finally:
