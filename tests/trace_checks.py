@@ -45,8 +45,10 @@ def check_oracle_feed(data: TraceData, tokenizer: TextTokenizer | None = None) -
     At every frame the token fed must be ``oracle_tokens[frame - anchor]`` when that index exists,
     and padding otherwise (kame-reference.md §2): so every due token was fed, nothing was fed that
     was not due, and each item was applied at the first frame boundary after it was enqueued, in
-    queue order. Appended ids are re-derived with ``tokenizer`` (``sp.encode`` per chunk); without
-    one only their count (``n_tokens``) is known, and a due slot must then feed a non-padding id.
+    queue order. Under the multiplexer a reset comes from the audio loop itself (the first item
+    of a newer generation, no reset item in the queue), an adoption flushes the queue, and an item
+    of an older generation is skipped. Appended ids are re-derived with ``tokenizer``
+    (``sp.encode`` per chunk); without one only their count (``n_tokens``) is known, and a due slot must then feed a non-padding id.
     """
     all_rows = data.table.to_pylist()
     padding = int(data.scenario.get("oracle", {}).get("padding_id", 3))
@@ -56,16 +58,33 @@ def check_oracle_feed(data: TraceData, tokenizer: TextTokenizer | None = None) -
     next_frame = 0  # the frame the next oracle_token_fed row must be for
     skipped_this_frame = 0
     pending: list[dict] = []  # enqueued items not applied yet, oldest first
+    policy = data.scenario.get("policy", {})
+    budgeted = float(policy.get("drain_event_cost", 0.0)) > 0  # the drain may leave items queued
     for r in all_rows:
         event = r["event"]
         if event == "oracle_enqueue":
             pending.append(r)
+        elif event == "oracle_flush":
+            assert r["queue_len"] == len(pending), f"flush of {r['queue_len']} items, {len(pending)} queued"
+            pending.clear()
+        elif event == "oracle_stale_skipped":
+            assert pending and pending.pop(0)["stream_id"] == r["stream_id"], "skipped an item never queued"
         elif event in ("oracle_reset_applied", "oracle_append_applied"):
             k = r["frame"]
             assert k == next_frame, f"{event} for frame {k} while frame {next_frame} is next"
             assert pending, f"frame {k}: {event} of an item that was never enqueued"
-            item = pending.pop(0)
             action = "reset" if event == "oracle_reset_applied" else "append"
+            generation_reset = (
+                action == "reset"
+                and pending[0]["detail"] == "append"
+                and pending[0]["stream_id"] == r["stream_id"]
+                and policy.get("kind") == "multiplexer"
+            )
+            if generation_reset:  # the multiplexer's audio loop: a newer generation resets first
+                assert r["t_ref"] == pending[0]["t_sim"]
+                tokens, anchor = [start_id], k
+                continue
+            item = pending.pop(0)
             assert (item["detail"], item["stream_id"]) == (action, r["stream_id"]), f"frame {k}: out of order"
             assert item["text"] == r["text"] or action == "reset", f"frame {k}: applied text differs"
             assert item["t_sim"] == r["t_ref"], f"frame {k}: t_ref is not the enqueue time"
@@ -91,7 +110,9 @@ def check_oracle_feed(data: TraceData, tokenizer: TextTokenizer | None = None) -
             assert k == next_frame, f"oracle_token_fed for frame {k}, expected {next_frame}"
             # The drain before this step took the whole queue, and nothing can be enqueued between
             # the drain and the feed (no simulated time passes there): nothing may be pending.
-            assert not pending, f"frame {k}: item enqueued at {pending[0]['t_sim']} not applied at this frame"
+            assert budgeted or not pending, (
+                f"frame {k}: item enqueued at {pending[0]['t_sim']} not applied at this frame"
+            )
             rel = k - anchor
             if tokens is not None and 0 <= rel < len(tokens):
                 assert r["oracle_index"] == rel, f"frame {k}: index {r['oracle_index']}, due {rel}"
