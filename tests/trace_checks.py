@@ -48,7 +48,8 @@ def check_oracle_feed(data: TraceData, tokenizer: TextTokenizer | None = None) -
     queue order. Under the multiplexer a reset comes from the audio loop itself (the first item
     of a newer generation, no reset item in the queue), an adoption flushes the queue, and an item
     of an older generation is skipped. Appended ids are re-derived with ``tokenizer``
-    (``sp.encode`` per chunk); without one only their count (``n_tokens``) is known, and a due slot must then feed a non-padding id.
+    (``sp.encode`` per chunk); without one only their count (``n_tokens``) is known, and a due
+    slot must then feed a non-padding id.
     """
     all_rows = data.table.to_pylist()
     padding = int(data.scenario.get("oracle", {}).get("padding_id", 3))
