@@ -45,6 +45,7 @@ MAX_NGRAM_OVERLAP = 5
 MIN_DECODE_S = 0.3  # a shorter buffer is not decoded
 TOKENS_PER_S = 8  # new-token cap per second of audio (speech is ~3-4 tokens/s): bounds a loop's cost
 MAX_COMPRESSION_RATIO = 2.4  # a segment whose text compresses better than this is a loop: dropped
+PROMPT_MAX_CHARS = 200  # the decoder's prompt: at most this many characters of whole words (and prompt_words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,28 @@ def _join(words: Sequence[_Word]) -> str:
     return " ".join(t for t in (w.text.strip() for w in words) if t)
 
 
+def _prompt(committed: Sequence[_Word], buffer_start: float, max_words: int) -> str:
+    """The decoder's prompt: the committed words that have LEFT the audio buffer (end <= buffer_start).
+
+    Committed words still inside the buffer are heard again in its audio; prompting with them as
+    well makes Whisper skip or repeat them, and an agreed hallucination then feeds every later
+    decode. At most the last ``max_words`` such words (0: no prompt) and PROMPT_MAX_CHARS characters.
+    """
+    words: list[str] = []
+    chars = 0
+    for w in reversed(committed):  # committed words are in time order: only a tail is in the buffer
+        if len(words) >= max_words:
+            break
+        text = w.text.strip()
+        if w.end > buffer_start or not text:
+            continue
+        chars += len(text) + bool(words)
+        if chars > PROMPT_MAX_CHARS:
+            break
+        words.append(text)
+    return " ".join(reversed(words))
+
+
 def stream_events(
     audio: np.ndarray,
     decoder: Decoder,
@@ -138,9 +161,12 @@ def stream_events(
     max_buffer_s: float = 20.0,
     prompt_words: int = 50,
 ) -> StreamResult:
-    """Run the LocalAgreement-2 policy over 16 kHz mono ``audio``; see the module docstring."""
-    if chunk_seconds <= 0 or compute_scale < 0:
-        raise ValueError("chunk_seconds must be > 0 and compute_scale >= 0")
+    """Run the LocalAgreement-2 policy over 16 kHz mono ``audio``; see the module docstring.
+
+    ``prompt_words`` caps the decoder's prompt (committed words that have left the buffer; 0 = none).
+    """
+    if chunk_seconds <= 0 or compute_scale < 0 or prompt_words < 0:
+        raise ValueError("chunk_seconds must be > 0, compute_scale >= 0 and prompt_words >= 0")
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     duration = len(audio) / SAMPLE_RATE
     result = StreamResult([], [], duration)
@@ -170,7 +196,7 @@ def stream_events(
         last = audio_end >= duration
         buffer_start = min(buffer_start, audio_end)
         segment = audio[round(buffer_start * SAMPLE_RATE) : round(audio_end * SAMPLE_RATE)]
-        prompt = _join(committed[-prompt_words:])
+        prompt = _prompt(committed, buffer_start, prompt_words)
         t0 = time.perf_counter()
         if len(segment) >= MIN_DECODE_S * SAMPLE_RATE:
             decoded = decoder.decode(segment, prompt)
@@ -379,5 +405,5 @@ def whisper_stt_events(scenario: Scenario, conversation: Conversation) -> list[S
 
 
 # Bump when the streaming policy or its constants change: old STT cassettes then miss, not replay.
-POLICY_VERSION = 1
+POLICY_VERSION = 2  # 2: the prompt holds only committed words that have left the audio buffer
 
