@@ -397,3 +397,41 @@ def test_robustness_curves_png(tmp_path: Path):
         )
     with pytest.raises(ValueError, match="missing"):
         plot_robustness_curves([("m", {"x": x})], tmp_path / "f.png", "x")
+
+
+def test_comparison_png_categorical_and_numeric(tmp_path: Path):
+    from kame_sim.report.curves import plot_comparison
+
+    def curve(mean: list[float]) -> dict:
+        m = np.asarray(mean)
+        return {"x": np.arange(len(m), dtype=float), "mean": m, "low": m - 0.05, "high": m + 0.05}
+
+    panels = [
+        (
+            "coverage\nshare · ↑ higher is better",
+            {"poll": curve([0.7, 0.6, 0.25]), "multiplexer": curve([0.7, 0.7, 0.7])},
+        ),
+        ("onset", {"poll": curve([0.27, 0.27, np.nan]), "multiplexer": curve([0.27, 0.27, 0.27])}),
+    ]
+    cats = ["GPT-4.1", "heavy tail\n+ 10 % stalls", "slow"]
+    notes = [["Δ +0.00", "Δ +0.10 [+0.05, +0.15]", "Δ +0.45"], ["", "", ""]]
+    img = assert_png(
+        plot_comparison(panels, tmp_path / "c.png", "llm.ttft", categories=cats, notes=notes), 800, 300
+    )
+    assert img.shape[1] > img.shape[0]
+    x = np.array([0.5, 1.0, 4.0])
+    numeric = [
+        (
+            "m",
+            {
+                "a": {"x": x, "mean": x, "low": x - 1, "high": x + 1},
+                "b": {"x": x, "mean": -x, "low": -x, "high": -x},
+            },
+        )
+    ]
+    assert_png(plot_comparison(numeric, tmp_path / "n.png", "median", log_x=True, series_label="policy"))
+    with pytest.raises(ValueError, match="category indices"):
+        plot_comparison([("m", {"a": {"x": [0, 5], "mean": [1, 2], "low": [1, 2], "high": [1, 2]}})],
+                        tmp_path / "e.png", "x", categories=["one", "two"])  # fmt: skip
+    with pytest.raises(ValueError, match="no curves"):
+        plot_comparison([], tmp_path / "f.png", "x")

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import DEMO_SCENARIO, REPO
 
 from kame_sim.errors import InputError
+from kame_sim.report.sweep_report import KEY_METRICS, report_for_sweep, value_label
 from kame_sim.sweep import load_sweep, run_sweep
 from kame_sim.sweep.runner import METRICS_FILE, RESOLVED_FILE, RESULTS_FILE
 from kame_sim.trace import read_trace
@@ -391,3 +394,166 @@ def test_ray_missing_is_a_clear_input_error(tmp_path: Path, monkeypatch: pytest.
         run_sweep(spec, tmp_path / "out", workers=1, ray_address="local")
     assert info.value.field == "--ray"
     assert not (tmp_path / "out").exists()
+
+
+# --- the sweep report: categorical and 2-D sweeps -------------------------------------------------
+
+
+def _img_srcs(index: Path) -> list[str]:
+    return re.findall(r'<img[^>]*src="([^"]+)"', index.read_text(encoding="utf-8"))
+
+
+def test_a_sweep_over_a_text_parameter_reports_one_group_per_value(tmp_path: Path):
+    """Issue 10: a sweep over preset names used to give an empty report (no picture, no table)."""
+    presets = ("instant", "gpt-4.1-ttft", "claude-sonnet-ttft")
+    spec = write_sweep(tmp_path, f'seeds = 2\n[parameters]\n"llm.ttft" = {json.dumps(list(presets))}\n')
+    result = run_sweep(spec, tmp_path / "out", workers=1)
+    assert not result.failed and result.table.column("llm.ttft").type == pa.string()
+    index = report_for_sweep(tmp_path / "out", tmp_path / "report")
+    assert len(_img_srcs(index)) == 1
+    assert (tmp_path / "report" / "curves-llm.ttft.png").stat().st_size > 10_000
+    text = index.read_text(encoding="utf-8")
+    # one aggregate row per (value, metric), each over that value's 2 runs
+    for name in presets:
+        assert text.count(f"<td>{name}</td>") == len(KEY_METRICS)
+    assert text.count('<td>oracle_coverage</td><td class="num">2</td>') == 3
+
+
+def _fake_sweep(tmp_path: Path, points: list[dict], spec: dict, metric) -> Path:
+    """A sweep directory by hand: results.parquet with one row per (point, conversation, seed)."""
+    rows = []
+    for i, point in enumerate(points):
+        for conv in ("c0", "c1", "c2"):
+            for seed in (0, 1):
+                ids = {"run_id": f"r{i}{conv}{seed}", "status": "ok", "error": None}
+                rows.append(
+                    {**ids, "conversation_id": conv, "seed": seed, **point, **metric(point, conv, seed)}
+                )
+    out = tmp_path / "sweep"
+    out.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), out / RESULTS_FILE)
+    resolved = {"name": "fake", "parameters": list(points[0]), "spec": spec}
+    (out / RESOLVED_FILE).write_text(json.dumps(resolved), encoding="utf-8")
+    return out
+
+
+def test_a_2d_sweep_keeps_its_second_parameter_and_pairs_the_two_policies(tmp_path: Path):
+    """Issue 10: a 2-D sweep's curves averaged the second parameter away."""
+    slow = {"kind": "lognormal", "median": 2.0, "sigma": 0.3}
+    stored = ['"gpt-4.1-ttft"', json.dumps(slow, sort_keys=True)]  # as results.parquet holds them
+    points = [{"policy.kind": k, "llm.ttft": t} for k in ("poll", "multiplexer") for t in stored]
+    conversation_effect = {"c0": 0.0, "c1": 0.1, "c2": 0.2}
+
+    def metric(point: dict, conv: str, seed: int) -> dict:  # the multiplexer gains 0.4 with the slow TTFT
+        gain = 0.4 if point["policy.kind"] == "multiplexer" and point["llm.ttft"] == stored[1] else 0.0
+        return {
+            "oracle_coverage": 0.3 + conversation_effect[conv] + gain + 0.01 * seed,
+            "reply_f1_mean": None,
+        }
+
+    spec = {
+        "parameters": {"policy.kind": ["poll", "multiplexer"], "llm.ttft": ["gpt-4.1-ttft", slow]},
+        "report": {"metrics": ["oracle_coverage", "reply_f1_mean"], "labels": {"llm.ttft": ["GPT", "slow"]}},
+    }
+    index = report_for_sweep(_fake_sweep(tmp_path, points, spec, metric), tmp_path / "report")
+    text = index.read_text(encoding="utf-8")
+    # x = the TTFT (a tie in value counts goes to the later parameter), one colour per policy
+    assert _img_srcs(index) == ["curves-llm.ttft-by-policy.kind.png"]
+    assert "x axis: llm.ttft; one colour per policy.kind" in text
+    assert "reply_f1_mean" not in text  # no value in any run: no panel, no rows
+    # not averaged over the policy: one row per (ttft, policy), with the labels of [report] labels
+    assert text.count("<td>oracle_coverage</td>") == 4 + 2  # 4 groups, then 2 paired differences
+    assert "<td>slow</td><td>multiplexer</td>" in text and "<td>GPT</td><td>poll</td>" in text
+    # paired by conversation and seed, the conversation effect cancels: an exact difference
+    assert "Paired difference: multiplexer − poll" in text
+    cells = '<td>oracle_coverage</td><td class="num">6</td><td>{}</td>'
+    assert "<td>slow</td>" + cells.format("+0.40 [+0.40, +0.40]") in text
+    assert "<td>GPT</td>" + cells.format("+0.00 [+0.00, +0.00]") in text
+
+
+def test_a_numeric_x_with_a_second_parameter_draws_one_line_per_value(tmp_path: Path):
+    points = [
+        {"policy.kind": k, "llm.ttft.median": m} for k in ("poll", "multiplexer") for m in (0.5, 2.0, 4.0)
+    ]
+
+    def metric(point: dict, conv: str, seed: int) -> dict:
+        slope = 0.1 if point["policy.kind"] == "poll" else 0.0
+        return {"oracle_coverage": 0.8 - slope * point["llm.ttft.median"]}
+
+    index = report_for_sweep(
+        _fake_sweep(tmp_path, points, {}, metric), tmp_path / "report", ("oracle_coverage",)
+    )
+    assert _img_srcs(index) == ["curves-llm.ttft.median-by-policy.kind.png"]
+    text = index.read_text(encoding="utf-8")
+    assert "x axis: llm.ttft.median; one colour per policy.kind" in text
+    assert '<td class="num">4</td><td>poll</td><td>oracle_coverage</td><td class="num">6</td><td>0.40' in text
+    assert (
+        '<td class="num">4</td><td>multiplexer</td><td>oracle_coverage</td><td class="num">6</td><td>0.80'
+        in text
+    )
+    assert "Paired difference" in text and "+0.05 [+0.05, +0.05]" in text and "+0.40 [+0.40, +0.40]" in text
+
+
+def test_sweep_report_errors_instead_of_an_empty_report(tmp_path: Path):
+    out = _fake_sweep(tmp_path, [{"policy.kind": "poll"}], {}, lambda *_: {"oracle_coverage": None})
+    with pytest.raises(InputError, match=r"none of the metrics oracle_coverage has a value"):
+        report_for_sweep(out, tmp_path / "r1", metrics=("oracle_coverage",))
+    table = pq.read_table(out / RESULTS_FILE)
+    failed = pa.array(["failed"] * table.num_rows)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("status"), "status", failed), out / RESULTS_FILE
+    )
+    with pytest.raises(InputError, match="no successful run to report on"):
+        report_for_sweep(out, tmp_path / "r2")
+    assert not (tmp_path / "r2").exists()
+
+
+def test_value_labels_for_presets_tables_and_numbers():
+    assert value_label('"gpt-4.1-ttft"') == "gpt-4.1-ttft"
+    assert value_label("poll") == "poll" and value_label(0.5) == "0.5"
+    assert value_label('{"kind": "lognormal", "median": 2.0, "sigma": 0.3}') == "LogN(2 s, σ=0.3)"
+    body = {"kind": "lognormal", "median": 0.8, "sigma": 0.5}
+    spikes = {"kind": "uniform", "low": 2, "high": 5}
+    mixture = {
+        "kind": "mixture",
+        "components": [{"weight": 0.9, "model": body}, {"weight": 0.1, "model": spikes}],
+    }
+    assert value_label(json.dumps(mixture)) == "90% LogN(0.8 s, σ=0.5) +\n10% U(2 s, 5 s)"
+    assert (
+        value_label('{"kind": "behavioural", "reaction_delay": 0.5}')
+        == "kind=behavioural, reaction_delay=0.5"
+    )
+
+
+@pytest.mark.parametrize(
+    ("report", "field", "message"),
+    [
+        ('metrics = ["oracle_coverage", "nope"]', "report.metrics", "'nope' is not a metric"),
+        ('x = "policy.kind"', "report.x", "'policy.kind' is not a parameter of this sweep"),
+        ('x = "llm.ttft.median"\nseries = "llm.ttft.median"', "report.series", "must differ"),
+        ('labels = { "llm.ttft.median" = ["a"] }', "report.labels.llm.ttft.median", "1 label"),
+        ("colour = 1", "report.colour", "unknown key"),
+    ],
+)
+def test_bad_report_tables_fail_before_running(tmp_path: Path, report: str, field: str, message: str):
+    with pytest.raises(InputError, match=re.escape(message)) as info:
+        load_sweep(ttft_sweep(tmp_path, extra=f"[report]\n{report}\n"))
+    assert info.value.field == field
+
+
+def test_the_report_table_changes_no_run(tmp_path: Path):
+    plain = load_sweep(ttft_sweep(tmp_path))
+    (tmp_path / "sub").mkdir()
+    extra = '[report]\nmetrics = ["oracle_coverage"]\n[report.labels]\nllm.ttft.median = ["fast", "slow"]\n'
+    labelled = load_sweep(ttft_sweep(tmp_path / "sub", extra=extra))
+    assert [r.run_id for r in plain.runs] == [r.run_id for r in labelled.runs]
+    assert labelled.resolved()["spec"]["report"]["labels"] == {"llm.ttft.median": ["fast", "slow"]}
+
+
+def test_the_policies_sweep(spokenwoz: Path):
+    plan = load_sweep(REPO / "scenarios" / "sweeps" / "policies.toml")
+    assert plan.parameter_keys == ["policy.kind", "llm.ttft"]
+    assert [p["policy.kind"] for p in plan.points] == ["poll"] * 3 + ["multiplexer"] * 3
+    assert {r.conversation_id for r in plan.runs} == {"SNG0072", "SNG0480", "MUL1423"}
+    assert len(plan.runs) == 6 * 3 * 24
+    assert plan.spec.report is not None and plan.spec.report.x == "llm.ttft"

@@ -17,7 +17,7 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ from kame_sim import __version__
 from kame_sim.config import Scenario, load_scenario, read_toml, validation_to_input_error
 from kame_sim.conversation.loader import AUDIO_DIR, ORACLE_DIR, TEXT_DIR, content_hash, list_conversations
 from kame_sim.errors import InputError
+from kame_sim.metrics.run_metrics import RunMetrics
 
 #: Keys a sweep owns itself: varying them as parameters would fight the sweep's own bookkeeping.
 RESERVED_KEYS = ("run.seed", "run.output_dir", "run.name")
@@ -79,6 +80,26 @@ class Range(_Strict):
 ParameterValues = list[Any] | Range
 
 
+def metric_names() -> list[str]:
+    """The metric columns every run gets in ``results.parquet`` (``RunMetrics.as_row()`` keys)."""
+    return [f.name for f in fields(RunMetrics) if f.name not in ("conversation_id", "seed", "chunk_lags")]
+
+
+class ReportSpec(_Strict):
+    """What ``kame-sim report`` leads with for this sweep; it changes no run (run ids ignore it).
+
+    ``metrics``: the panels, in order (default: the report's key metrics). ``x``: the parameter on
+    the x axis; ``series``: the parameter drawn as one colour per value in every panel (defaults:
+    see docs/reports.md). ``labels``: parameter -> one short label per value of its list, in order
+    (default: the value itself; a delay table as its model, ``LogN(2 s, σ=0.3)``).
+    """
+
+    metrics: list[str] | None = Field(None, min_length=1)
+    x: str | None = None
+    series: str | None = None
+    labels: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class SweepSpec(_Strict):
     """A whole sweep file (the TOML keys, validated)."""
 
@@ -91,6 +112,7 @@ class SweepSpec(_Strict):
     sample_seed: int = Field(0, ge=0, description="random design: seed of the point generator")
     set: dict[str, Any] = Field(default_factory=dict, description="fixed dotted-key overrides")
     parameters: dict[str, ParameterValues] = Field(default_factory=dict)
+    report: ReportSpec | None = Field(None, description="what the sweep report shows first")
 
     @field_validator("seeds")
     @classmethod
@@ -192,6 +214,9 @@ def parse_spec(data: dict[str, Any], source: Path) -> SweepSpec:
         data["parameters"] = dict(flatten_dotted(data["parameters"], frozenset({"low", "high"})))
     if isinstance(data.get("set"), dict):
         data["set"] = dict(flatten_dotted(data["set"], frozenset({"kind"})))
+    report = data.get("report")
+    if isinstance(report, dict) and isinstance(report.get("labels"), dict):
+        data["report"] = {**report, "labels": dict(flatten_dotted(report["labels"], frozenset()))}
     for key, values in (data.get("parameters") or {}).items():
         # checked one by one so the error speaks of the form given, not of both union branches
         if isinstance(values, dict):
@@ -239,6 +264,28 @@ def _check_design(spec: SweepSpec, source: Path) -> None:
                 f"parameters.{key}",
                 "a grid needs a list of values ({low, high} is for design = 'random')",
             )
+    if spec.report is not None:
+        known = metric_names()
+        for metric in spec.report.metrics or []:
+            if metric not in known:
+                message = f"{metric!r} is not a metric (one of: {', '.join(known)})"
+                raise InputError(source, "report.metrics", message)
+        for field in ("x", "series"):
+            value = getattr(spec.report, field)
+            if value is not None and value not in spec.parameters:
+                shown = ", ".join(spec.parameters) or "none"
+                message = f"{value!r} is not a parameter of this sweep ({shown})"
+                raise InputError(source, f"report.{field}", message)
+        if spec.report.x is not None and spec.report.x == spec.report.series:
+            raise InputError(source, "report.series", "must differ from report.x")
+        for key, labels in spec.report.labels.items():
+            values = spec.parameters.get(key)
+            if not isinstance(values, list):
+                why = "a range has no fixed values" if isinstance(values, Range) else "not a parameter"
+                raise InputError(source, f"report.labels.{key}", why)
+            if len(labels) != len(values):
+                message = f"{len(labels)} label(s) for {len(values)} value(s); give one per value, in order"
+                raise InputError(source, f"report.labels.{key}", message)
 
 
 def load_sweep(path: Path) -> SweepPlan:
