@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from kame_sim import __version__
-from kame_sim.metrics.summary import TraceSummary, summarize
+from kame_sim.metrics.summary import TraceSummary, stream_rows, summarize, summary_facts
 from kame_sim.report.perfetto import export_perfetto
-from kame_sim.report.timeline import extract_timeline, plot_timeline
+from kame_sim.report.timeline import plot_timeline
 from kame_sim.trace.reader import read_trace
 
 INDEX = "index.html"
@@ -248,31 +248,7 @@ def _secs(v: float | None, signed: bool = False) -> str:
 
 def summary_rows(summary: TraceSummary) -> list[dict[str, Any]]:
     """The run summary as what/value rows (the same facts as ``kame-sim trace show``)."""
-    facts = [
-        ("conversation / seed", f"{summary.conversation_id} / {summary.seed}"),
-        ("trace", "complete" if summary.complete else "PARTIAL (no run_end row)"),
-        ("simulated time", f"{summary.simulated_seconds:.2f} s"),
-        ("frames (late)", f"{summary.frames} ({summary.late_frames})"),
-        ("user words", summary.user_words),
-        ("STT partials / finals", f"{summary.stt_partials} / {summary.stt_finals}"),
-        ("LLM streams started", summary.llm_started),
-        ("  cancelled / completed", f"{summary.llm_cancelled} / {summary.llm_completed}"),
-        ("  refused by rate limit", summary.llm_rate_limited),
-        ("  median time to first token", _secs(summary.ttft_median)),
-        ("oracle items enqueued / dropped", f"{summary.oracle_enqueued} / {summary.oracle_dropped}"),
-        ("oracle resets applied", summary.oracle_resets_applied),
-        (
-            "oracle tokens fed / skipped (late)",
-            f"{summary.oracle_tokens_fed} / {summary.oracle_tokens_skipped}",
-        ),
-        ("front-end text tokens", summary.frontend_tokens),
-        ("median response onset", _secs(summary.onset_median, signed=True)),
-    ]
-    return [{"what": w, "value": v} for w, v in facts]
-
-
-def _short(text: str, limit: int = 90) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    return [{"what": w, "value": v} for w, v in summary_facts(summary)]
 
 
 _TIMELINE_HELP = """\
@@ -300,7 +276,6 @@ def report_for_trace(trace_path: Path, out_dir: Path, embed_images: bool = False
     timeline = plot_timeline(trace, out_dir / TIMELINE_PNG)
     perfetto = export_perfetto(trace, out_dir / PERFETTO_JSON)
     summary = summarize(trace)
-    data = extract_timeline(trace)
     meta = trace.metadata
 
     run_text = (
@@ -322,20 +297,7 @@ def report_for_trace(trace_path: Path, out_dir: Path, embed_images: bool = False
         }
         for t in summary.turns
     ]
-    streams = [
-        {
-            "stream": s.stream_id,
-            "reason": s.reason,
-            "user words": s.user_words,
-            "start (s)": round(s.start, 3),
-            "TTFT (s)": None if s.first_chunk is None else round(s.first_chunk - s.start, 3),
-            "end (s)": round(s.end, 3),
-            "status": s.status,
-            "chunks": len(s.chunks),
-            "text": _short(" ".join(text for _, text in s.chunks)),
-        }
-        for s in data.streams
-    ]
+    streams = stream_rows(summary)
     scenario = html.escape(json.dumps(trace.scenario, indent=2, sort_keys=True))
     sections = [
         ReportSection("Run", run_text, rows=summary_rows(summary)),
