@@ -256,12 +256,24 @@ Lanes, top to bottom, on one simulated-time axis:
 - **user words**: the replayed user speech, one colour per utterance;
 - **STT**: partial arrivals (ticks, the thin line reaching back to the speech they cover is the
   STT latency) and finals (diamonds, with their text);
-- **LLM streams**: each stream from its start to done or cancel, light while waiting for the first
-  token (▼), dark while streaming; red hatched = cancelled by a newer start, grey = no text;
+- **LLM streams**: one sub-row per concurrently live stream, each bar from its start to its end:
+  light while waiting for the first token (▼), dark while streaming (★ = adopted by the
+  multiplexer; grey dotted = ignored: a newer stream had been adopted), orange = a put waiting for
+  room in the queue, grey = ended without text. The end is drawn by why it ended: a coloured cap
+  and hatching for a cancel (red superseded, purple adoption, orange limit, grey session end), black
+  cross-hatching for an error, its kind written after it (e.g. `error: http 429`); dashed = still
+  open when the trace ends. ✕ = a start refused (red: rate limit) or skipped (grey);
 - **oracle fed per frame**: what the front-end was fed at each 80 ms frame: START (purple), text
   tokens (green, alternating shades per chunk, the chunk's text above its first token), padding
-  (grey); dashed lines mark applied resets;
+  (grey); dashed lines mark applied resets, ■ a queue flush at an adoption;
 - **front-end words**: the front-end's own text tokens joined into words."""
+
+_STREAMS_HELP = """\
+One row per LLM stream (`stream` = KAME's generation number): why it started, its time to first
+token, when the multiplexer adopted it (or `ignored`) and how long its puts waited for room, when
+and how it ended (`done`, `cancelled (superseded | adoption | limit | session end)`,
+`error (kind)` with the fault text under `error`, `open` = the trace ended first), and the
+streams live at the same time as it (`live with`)."""
 
 
 def report_for_trace(trace_path: Path, out_dir: Path, embed_images: bool = False) -> Path:
@@ -279,7 +291,8 @@ def report_for_trace(trace_path: Path, out_dir: Path, embed_images: bool = False
     meta = trace.metadata
 
     run_text = (
-        f"Conversation `{summary.conversation_id}`, seed `{summary.seed}`, front-end "
+        f"Conversation `{summary.conversation_id}`, seed `{summary.seed}`, back-end policy "
+        f"`{summary.policy}`, front-end "
         f"`{meta.get('kame_sim.frontend', '?')}`, time coupling `{meta.get('kame_sim.time_coupling', '?')}`, "
         f"kame-sim {meta.get('kame_sim.version', '?')}. Trace: `{trace.path}`."
     )
@@ -308,7 +321,7 @@ def report_for_trace(trace_path: Path, out_dir: Path, embed_images: bool = False
             rows=turns or None,
         ),
         ReportSection("Timeline", _TIMELINE_HELP, images=[timeline]),
-        ReportSection("LLM streams", "", rows=streams or None),
+        ReportSection("LLM streams", _STREAMS_HELP if streams else "No LLM stream.", rows=streams or None),
         ReportSection(
             "Perfetto",
             "The same run as Chrome trace-event JSON: open it in ui.perfetto.dev (*Open trace file*) or "
