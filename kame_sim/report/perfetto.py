@@ -5,11 +5,13 @@ run. Timestamps are microseconds of SIMULATED time (``t_sim``), never wall time,
 as reproducible as the trace itself.
 
 Trace-event viewers draw complete events ("X") of one thread as a stack and expect them to nest:
-a slice that starts inside another must also end inside it. Overlapping items (two LLM streams
-alive at once, STT latencies that overlap) are therefore spread over several threads ("slots") by
-:func:`_allocate`, which places each slice on the first track where it nests properly. Times are
-rounded to integer microseconds before any comparison, so a stream cancelled at 3.0 s and its
-successor started at 3.0 s touch exactly instead of overlapping by a rounding error.
+a slice that starts inside another must also end inside it. Overlapping items (STT latencies
+that overlap, words) are therefore spread over several threads by :func:`_allocate`, which places
+each slice on the first track where it nests properly. LLM streams get one "slot" thread per
+concurrently live stream (:func:`_stream_slots`): a stream never nests inside another one, and its
+phases (waiting, streaming, put waits) sit inside it on its own slot. Times are rounded to integer
+microseconds before any comparison, so a stream cancelled at 3.0 s and its successor started at
+3.0 s touch exactly instead of overlapping by a rounding error.
 """
 
 from __future__ import annotations
