@@ -116,6 +116,9 @@ def run(
 def trace_show(
     path: Annotated[Path, typer.Argument(help="run directory or trace.arrows file")],
     events: Annotated[int, typer.Option(help="also print the first N rows")] = 0,
+    streams: Annotated[
+        bool, typer.Option(help="one row per LLM stream: adoption, overlaps, how it ended")
+    ] = True,
 ) -> None:
     """Summarise a recorded trace (complete or partial)."""
     from kame_sim.metrics.summary import summarize
@@ -126,7 +129,7 @@ def trace_show(
         data = read_trace(path)
         if data.truncated:
             err_console.print("warning: the last record batch is torn; showing the complete ones")
-        render_summary(summarize(data), console, f"trace · {data.path}")
+        render_summary(summarize(data), console, f"trace · {data.path}", streams=streams)
         if events:
             rows = data.table.slice(0, events).drop_columns(["wall_s", "step_wall_s"]).to_pylist()
             for row in rows:

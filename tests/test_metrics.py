@@ -203,6 +203,59 @@ def test_hand_trace_chunk_statuses_and_lags(hand_trace):
     assert run.first_chunk_lag_max_s == pytest.approx(0.15)
 
 
+def test_multiplexer_chunk_statuses_flushed_stale_ignored(tmp_path: Path):
+    """Chunks that never reach a slot for multiplexer reasons get their own status, not ``pending``.
+
+    Rows are linked by order (not a realistic session): gen 2 is adopted at 0.50 s; at frame 6
+    (0.56 s) its "Sure" is applied and gen 1's "old", queued behind it, is skipped as stale; gen 3's
+    adoption at 0.60 s flushes the 2 queued items ("you", "all"); gen 1's "nope" is ignored (never
+    put); gen 3's reset at frame 7 supersedes "Sure" before its slot; "Bye" is fed at frame 8."""
+    events = [
+        (0.10, "llm_start", {"stream_id": 1, "detail": "partial"}),
+        (0.20, "llm_start", {"stream_id": 2, "detail": "trailing"}),
+        (0.30, "llm_start", {"stream_id": 3, "detail": "trailing"}),
+        (0.50, "llm_first_chunk", {"stream_id": 2, "delay_s": 0.3}),
+        (0.50, "llm_adopt", {"stream_id": 2, "delay_s": 0.3}),
+        *put(0.50, 2, "Sure"),
+        *put(0.51, 1, "old"),
+        *put(0.58, 2, "you"),
+        *put(0.59, 2, "all"),
+        (0.595, "llm_chunk", {"stream_id": 1, "text": "nope", "detail": "ignored"}),
+        (0.60, "llm_first_chunk", {"stream_id": 3, "delay_s": 0.3}),
+        (0.60, "oracle_flush", {"stream_id": 3, "queue_len": 2}),
+        (0.60, "llm_cancel", {"stream_id": 2, "detail": "adoption"}),
+        (0.60, "llm_cancel", {"stream_id": 1, "detail": "adoption"}),
+        (0.60, "llm_adopt", {"stream_id": 3, "delay_s": 0.3}),
+        *put(0.60, 3, "Bye"),
+    ]
+    applied = {
+        6: [reset(2), append(2, "Sure", 1, 1), ("oracle_stale_skipped", {"stream_id": 1, "text": "old"})],
+        7: [reset(3), append(3, "Bye", 1, 1)],
+    }
+    data = write_trace(tmp_path / "mux.arrows", 12, events, applied, fed={6: 0, 7: 0, 8: 1})
+    run, _ = compute_metrics(data)
+    lags = run.chunk_lags
+    assert lags.chunk_text == ["Sure", "old", "you", "all", "nope", "Bye"]
+    assert [STATUSES[s] for s in lags.status] == [
+        "superseded",
+        "stale",
+        "flushed",
+        "flushed",
+        "ignored",
+        "fed",
+    ]
+    assert lags.applied_text == ["Sure", None, None, None, None, "Bye"]
+    np.testing.assert_allclose(lags.lags, [frame_t(8) - 0.60])
+    assert (run.n_chunks_flushed, run.n_chunks_stale, run.n_chunks_ignored, run.n_chunks_pending) == (
+        2,
+        1,
+        1,
+        0,
+    )
+    assert (run.n_flushes, run.n_flushed_items, run.n_stale_skipped) == (1, 2, 1)
+    assert (run.n_streams_adopted, run.n_cancel_adoption, run.max_live_streams) == (2, 2, 3)
+
+
 def test_hand_trace_tokens_queue_and_coverage(hand_trace):
     run, turns = compute_metrics(hand_trace)
     assert (run.tokens_appended, run.tokens_skipped) == (11, 2)

@@ -312,7 +312,8 @@ def test_tiny_perfetto_puts_overlapping_streams_on_separate_slots(tiny: TraceDat
     names = thread_names(doc)
     streams = {e["args"]["stream_id"]: e for e in events if e.get("cat") == "llm_stream"}
     assert names[streams[1]["tid"]] == "LLM slot" and names[streams[2]["tid"]] == "LLM slot 2"
-    assert streams[2]["name"] == "stream #2 [cancelled]" and streams[3]["args"]["status"] == "open"
+    assert streams[2]["name"] == "stream #2 [cancelled (superseded)]"
+    assert streams[2]["args"]["cancel_reason"] == "superseded" and streams[3]["args"]["status"] == "open"
     s1 = streams[1]
     chunks = [e for e in events if e["ph"] == "i" and e["name"].startswith("chunk") and e["tid"] == s1["tid"]]
     assert len(chunks) == 3  # two of stream 1, one of stream 3 (same slot, later)

@@ -28,8 +28,19 @@ import numpy as np
 
 from kame_sim.metrics.events import MISSING_INT, TraceColumns
 
-FED, SKIPPED, DROPPED, SUPERSEDED, PENDING, EMPTY, UNMATCHED = range(7)
-STATUSES: tuple[str, ...] = ("fed", "skipped", "dropped", "superseded", "pending", "empty", "unmatched")
+FED, SKIPPED, DROPPED, SUPERSEDED, PENDING, EMPTY, UNMATCHED, IGNORED, FLUSHED, STALE = range(10)
+STATUSES: tuple[str, ...] = (
+    "fed",
+    "skipped",
+    "dropped",
+    "superseded",
+    "pending",
+    "empty",
+    "unmatched",
+    "ignored",
+    "flushed",
+    "stale",
+)
 """Why a chunk has or has no lag:
 
 * ``fed`` — its first non-late token was fed; lag = t_sim of that frame − chunk arrival;
@@ -39,7 +50,12 @@ STATUSES: tuple[str, ...] = ("fed", "skipped", "dropped", "superseded", "pending
 * ``pending`` — not applied, or its slot lies after the last frame, when the trace ends;
 * ``empty`` — it tokenised to nothing (KAME's append of an empty list does nothing);
 * ``unmatched`` — the trace is inconsistent (e.g. the fed row at frame T shows another index);
-  0 in every trace kame-sim writes; counted so a bug cannot hide inside another status.
+  0 in every trace kame-sim writes; counted so a bug cannot hide inside another status;
+* ``ignored`` — multiplexer: a chunk of a stream older than the adopted one (``llm_chunk`` with
+  ``detail = ignored``), never put;
+* ``flushed`` — multiplexer: put, then discarded by the queue flush of an adoption;
+* ``stale`` — multiplexer: put, then skipped by the audio loop as an older generation's item
+  (``oracle_stale_skipped``).
 """
 
 
@@ -109,6 +125,19 @@ def _link(left_stream: np.ndarray, right_stream: np.ndarray) -> np.ndarray:
     return np.where(hit, order[pos_clipped], -1)
 
 
+def _flushed_put_rows(cols: TraceColumns) -> np.ndarray:
+    """Rows of the puts an ``oracle_flush`` discarded: the queue is FIFO and a flush empties it, so
+    they are the ``queue_len`` latest successful puts before the flush."""
+    flushes = cols.rows("oracle_flush")
+    if len(flushes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    enqueued = cols.rows("oracle_enqueue")
+    n_flushed = cols.num_at(flushes, "queue_len").clip(min=0)
+    ends = np.searchsorted(enqueued, flushes)
+    parts = [enqueued[max(0, e - k) : e] for e, k in zip(ends.tolist(), n_flushed.tolist(), strict=True)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def chunk_lags(cols: TraceColumns) -> ChunkLags:
     """Link every ``llm_chunk`` to its put, application and first fed frame (module docstring)."""
     chunk_rows = cols.rows("llm_chunk")
@@ -121,25 +150,47 @@ def chunk_lags(cols: TraceColumns) -> ChunkLags:
 
     # 1. chunk -> put (enqueue or drop, appends only). Traces without put rows (hand-made or
     #    imported) are read as "every chunk was enqueued".
+    #    Ignored chunks (multiplexer: an older stream than the adopted one) are never put.
+    ignored = np.array([d == "ignored" for d in cols.strings_at(chunk_rows, "detail")], dtype=bool)
+    heard = np.flatnonzero(~ignored)
+    status[ignored] = IGNORED
     put_rows = np.sort(np.concatenate([cols.rows("oracle_enqueue"), cols.rows("oracle_drop")]))
     put_rows = put_rows[np.array([d == "append" for d in cols.strings_at(put_rows, "detail")], dtype=bool)]
     applied_rows = cols.rows("oracle_append_applied")
-    applied_stream = cols.num_at(applied_rows, "stream_id")
+    # A queued append leaves the queue applied or, under the multiplexer, skipped as stale: the
+    # drained appends of a stream, in order, are its applied and stale rows merged.
+    stale_rows = cols.rows("oracle_stale_skipped")
+    drained_rows = np.sort(np.concatenate([applied_rows, stale_rows]))
+    drained_applied = np.searchsorted(applied_rows, drained_rows)  # index into applied_rows …
+    drained_applied[~np.isin(drained_rows, applied_rows)] = -1  # … or -1: skipped as stale
+    drained_stream = cols.num_at(drained_rows, "stream_id")
+    chunk_applied = np.full(n, -1, dtype=np.int64)
     if len(put_rows):
         put_stream = cols.num_at(put_rows, "stream_id")
         put_ok = np.isin(put_rows, cols.rows("oracle_enqueue"))
-        chunk_put = _link(chunk_stream, put_stream)
+        flushed_put = np.isin(put_rows, _flushed_put_rows(cols))
+        chunk_put = np.full(n, -1, dtype=np.int64)
+        chunk_put[heard] = _link(chunk_stream[heard], put_stream)
         has_put = chunk_put >= 0
-        dropped = has_put & ~put_ok[np.maximum(chunk_put, 0)]
-        ok_index = np.flatnonzero(put_ok)  # successful puts, in order
-        put_applied = np.full(len(put_rows), -1, dtype=np.int64)
-        put_applied[ok_index] = _link(put_stream[ok_index], applied_stream)
-        chunk_applied = np.where(has_put & ~dropped, put_applied[np.maximum(chunk_put, 0)], -1)
+        at = np.maximum(chunk_put, 0)
+        dropped = has_put & ~put_ok[at]
+        flushed = has_put & put_ok[at] & flushed_put[at]
+        ok_index = np.flatnonzero(put_ok & ~flushed_put)  # successful puts that left the queue, in order
+        put_drained = np.full(len(put_rows), -1, dtype=np.int64)
+        put_drained[ok_index] = _link(put_stream[ok_index], drained_stream)
+        chunk_drained = np.where(has_put & ~dropped & ~flushed, put_drained[at], -1)
         status[dropped] = DROPPED
-        status[~dropped & (chunk_applied < 0)] = PENDING  # still queued, or a torn partial trace
+        status[flushed] = FLUSHED
+        waiting = ~ignored & ~dropped & ~flushed & (chunk_drained < 0)
+        status[waiting] = PENDING  # still queued, or a torn partial trace
     else:
-        chunk_applied = _link(chunk_stream, applied_stream)
-        status[chunk_applied < 0] = PENDING
+        chunk_drained = np.full(n, -1, dtype=np.int64)
+        chunk_drained[heard] = _link(chunk_stream[heard], drained_stream)
+        status[~ignored & (chunk_drained < 0)] = PENDING
+    linked_drain = chunk_drained >= 0
+    chunk_applied[linked_drain] = drained_applied[chunk_drained[linked_drain]]
+    chunk_stale = linked_drain & (chunk_applied < 0)
+    status[chunk_stale] = STALE
 
     # 2. applied append -> first fed frame T, anchored at the last reset before it.
     a_frame = cols.num_at(applied_rows, "frame")

@@ -22,6 +22,7 @@ import numpy as np
 from kame_sim.conversation import Conversation, user_utterances
 from kame_sim.metrics.events import TraceColumns
 from kame_sim.metrics.oracle_lag import STATUSES, ChunkLags, chunk_lags
+from kame_sim.metrics.streams import CANCEL_REASONS, STREAM_STATUSES, StreamLife, max_live, stream_lives
 from kame_sim.metrics.text import normalise_words, normalised_edit_distance, pieces_to_words, word_f1
 from kame_sim.metrics.turns import DEFAULT_BURST_GAP, Speech, Turns, frontend_speech, onsets, user_turns
 from kame_sim.trace.reader import TraceData
@@ -106,6 +107,9 @@ class RunMetrics:
     n_chunks_pending: int = 0
     n_chunks_empty: int = 0
     n_chunks_unmatched: int = 0
+    n_chunks_ignored: int = 0
+    n_chunks_flushed: int = 0
+    n_chunks_stale: int = 0
     oracle_lag_mean_s: float | None = None
     oracle_lag_median_s: float | None = None
     oracle_lag_p95_s: float | None = None
@@ -119,6 +123,34 @@ class RunMetrics:
     queue_puts: int = 0
     queue_drops: int = 0
     queue_drop_rate: float | None = None
+    # LLM streams, both policies (kame_sim/metrics/streams.py: how each stream ended)
+    n_streams: int = 0
+    n_streams_done: int = 0
+    n_streams_cancelled: int = 0
+    n_streams_error: int = 0
+    n_streams_open: int = 0
+    n_cancel_superseded: int = 0
+    n_cancel_adoption: int = 0
+    n_cancel_limit: int = 0
+    n_cancel_session_end: int = 0
+    n_streams_adopted: int = 0
+    n_streams_ignored: int = 0
+    n_streams_no_token: int = 0
+    max_live_streams: int = 0
+    n_starts_rate_limited: int = 0
+    n_starts_deferred: int = 0
+    n_starts_skipped: int = 0
+    ttft_median_s: float | None = None
+    ttft_max_s: float | None = None
+    ttft_adopted_median_s: float | None = None
+    no_token_wait_max_s: float | None = None
+    # the multiplexer's queue: waiting puts, flushes at adoptions, stale items skipped
+    n_put_waits: int = 0
+    put_wait_total_s: float = 0.0
+    put_wait_max_s: float | None = None
+    n_flushes: int = 0
+    n_flushed_items: int = 0
+    n_stale_skipped: int = 0
     # coverage
     speaking_frames: int = 0
     oracle_speaking_frames: int = 0
@@ -174,6 +206,7 @@ def compute_metrics(
     turn_metrics = _turn_metrics(cols, turns, speech, speaking_oracle, reference_replies or {})
     _fill_turn_summary(run, turn_metrics)
     _fill_oracle(run, cols, lags, speaking_oracle)
+    _fill_streams(run, cols, stream_lives(trace, run.simulated_s))
     run.chunk_lags = lags
     return run, turn_metrics
 
@@ -220,6 +253,38 @@ def _fill_oracle(run: RunMetrics, cols: TraceColumns, lags: ChunkLags, speaking_
     run.speaking_frames = len(speaking_oracle)
     run.oracle_speaking_frames = int(speaking_oracle.sum())
     run.oracle_coverage = run.oracle_speaking_frames / run.speaking_frames if run.speaking_frames else None
+
+
+def _fill_streams(run: RunMetrics, cols: TraceColumns, lives: list[StreamLife]) -> None:
+    run.n_streams = cols.count("llm_start")
+    for status in STREAM_STATUSES:
+        setattr(run, f"n_streams_{status}", sum(s.status == status for s in lives))
+    for reason in CANCEL_REASONS:
+        setattr(run, f"n_cancel_{reason}", sum(s.status == "cancelled" and s.detail == reason for s in lives))
+    run.n_streams_adopted = sum(s.adopted is not None for s in lives)
+    run.n_streams_ignored = sum(s.ignored for s in lives)
+    no_token = [s.duration for s in lives if s.first_chunk is None]
+    run.n_streams_no_token = len(no_token)
+    run.no_token_wait_max_s = max(no_token) if no_token else None
+    run.max_live_streams = max_live(lives)
+    run.n_starts_rate_limited = cols.count("llm_rate_limited")
+    run.n_starts_deferred = cols.count("llm_start_deferred")
+    run.n_starts_skipped = cols.count("llm_start_skipped")
+    ttft = np.array([s.ttft for s in lives if s.ttft is not None], dtype=float)
+    if len(ttft):
+        run.ttft_median_s = float(np.median(ttft))
+        run.ttft_max_s = float(ttft.max())
+    adopted = cols.num("llm_adopt", "delay_s")
+    adopted = adopted[~np.isnan(adopted)]
+    run.ttft_adopted_median_s = float(np.median(adopted)) if len(adopted) else None
+    waits = cols.num("oracle_put_wait", "delay_s")
+    waits = waits[~np.isnan(waits)]
+    run.n_put_waits = cols.count("oracle_put_wait")
+    run.put_wait_total_s = float(waits.sum())
+    run.put_wait_max_s = float(waits.max()) if len(waits) else None
+    run.n_flushes = cols.count("oracle_flush")
+    run.n_flushed_items = int(cols.num("oracle_flush", "queue_len").clip(min=0).sum())
+    run.n_stale_skipped = cols.count("oracle_stale_skipped")
 
 
 # -- turns ---------------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from kame_sim import __version__
-from kame_sim.metrics.summary import TraceSummary, summarize
+from kame_sim.metrics.summary import TraceSummary, stream_rows, summarize, summary_facts
 from kame_sim.report.perfetto import export_perfetto
-from kame_sim.report.timeline import extract_timeline, plot_timeline
+from kame_sim.report.timeline import plot_timeline
 from kame_sim.trace.reader import read_trace
 
 INDEX = "index.html"
@@ -248,31 +248,7 @@ def _secs(v: float | None, signed: bool = False) -> str:
 
 def summary_rows(summary: TraceSummary) -> list[dict[str, Any]]:
     """The run summary as what/value rows (the same facts as ``kame-sim trace show``)."""
-    facts = [
-        ("conversation / seed", f"{summary.conversation_id} / {summary.seed}"),
-        ("trace", "complete" if summary.complete else "PARTIAL (no run_end row)"),
-        ("simulated time", f"{summary.simulated_seconds:.2f} s"),
-        ("frames (late)", f"{summary.frames} ({summary.late_frames})"),
-        ("user words", summary.user_words),
-        ("STT partials / finals", f"{summary.stt_partials} / {summary.stt_finals}"),
-        ("LLM streams started", summary.llm_started),
-        ("  cancelled / completed", f"{summary.llm_cancelled} / {summary.llm_completed}"),
-        ("  refused by rate limit", summary.llm_rate_limited),
-        ("  median time to first token", _secs(summary.ttft_median)),
-        ("oracle items enqueued / dropped", f"{summary.oracle_enqueued} / {summary.oracle_dropped}"),
-        ("oracle resets applied", summary.oracle_resets_applied),
-        (
-            "oracle tokens fed / skipped (late)",
-            f"{summary.oracle_tokens_fed} / {summary.oracle_tokens_skipped}",
-        ),
-        ("front-end text tokens", summary.frontend_tokens),
-        ("median response onset", _secs(summary.onset_median, signed=True)),
-    ]
-    return [{"what": w, "value": v} for w, v in facts]
-
-
-def _short(text: str, limit: int = 90) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    return [{"what": w, "value": v} for w, v in summary_facts(summary)]
 
 
 _TIMELINE_HELP = """\
@@ -280,12 +256,24 @@ Lanes, top to bottom, on one simulated-time axis:
 - **user words**: the replayed user speech, one colour per utterance;
 - **STT**: partial arrivals (ticks, the thin line reaching back to the speech they cover is the
   STT latency) and finals (diamonds, with their text);
-- **LLM streams**: each stream from its start to done or cancel, light while waiting for the first
-  token (▼), dark while streaming; red hatched = cancelled by a newer start, grey = no text;
+- **LLM streams**: one sub-row per concurrently live stream, each bar from its start to its end:
+  light while waiting for the first token (▼), dark while streaming (★ = adopted by the
+  multiplexer; grey dotted = ignored: a newer stream had been adopted), orange = a put waiting for
+  room in the queue, grey = ended without text. The end is drawn by why it ended: a coloured cap
+  and hatching for a cancel (red superseded, purple adoption, orange limit, grey session end), black
+  cross-hatching for an error, its kind written after it (e.g. `error: http 429`); dashed = still
+  open when the trace ends. ✕ = a start refused (red: rate limit) or skipped (grey);
 - **oracle fed per frame**: what the front-end was fed at each 80 ms frame: START (purple), text
   tokens (green, alternating shades per chunk, the chunk's text above its first token), padding
-  (grey); dashed lines mark applied resets;
+  (grey); dashed lines mark applied resets, ■ a queue flush at an adoption;
 - **front-end words**: the front-end's own text tokens joined into words."""
+
+_STREAMS_HELP = """\
+One row per LLM stream (`stream` = KAME's generation number): why it started, its time to first
+token, when the multiplexer adopted it (or `ignored`) and how long its puts waited for room, when
+and how it ended (`done`, `cancelled (superseded | adoption | limit | session end)`,
+`error (kind)` with the fault text under `error`, `open` = the trace ended first), and the
+streams live at the same time as it (`live with`)."""
 
 
 def report_for_trace(trace_path: Path, out_dir: Path, embed_images: bool = False) -> Path:
@@ -300,11 +288,11 @@ def report_for_trace(trace_path: Path, out_dir: Path, embed_images: bool = False
     timeline = plot_timeline(trace, out_dir / TIMELINE_PNG)
     perfetto = export_perfetto(trace, out_dir / PERFETTO_JSON)
     summary = summarize(trace)
-    data = extract_timeline(trace)
     meta = trace.metadata
 
     run_text = (
-        f"Conversation `{summary.conversation_id}`, seed `{summary.seed}`, front-end "
+        f"Conversation `{summary.conversation_id}`, seed `{summary.seed}`, back-end policy "
+        f"`{summary.policy}`, front-end "
         f"`{meta.get('kame_sim.frontend', '?')}`, time coupling `{meta.get('kame_sim.time_coupling', '?')}`, "
         f"kame-sim {meta.get('kame_sim.version', '?')}. Trace: `{trace.path}`."
     )
@@ -322,20 +310,7 @@ def report_for_trace(trace_path: Path, out_dir: Path, embed_images: bool = False
         }
         for t in summary.turns
     ]
-    streams = [
-        {
-            "stream": s.stream_id,
-            "reason": s.reason,
-            "user words": s.user_words,
-            "start (s)": round(s.start, 3),
-            "TTFT (s)": None if s.first_chunk is None else round(s.first_chunk - s.start, 3),
-            "end (s)": round(s.end, 3),
-            "status": s.status,
-            "chunks": len(s.chunks),
-            "text": _short(" ".join(text for _, text in s.chunks)),
-        }
-        for s in data.streams
-    ]
+    streams = stream_rows(summary)
     scenario = html.escape(json.dumps(trace.scenario, indent=2, sort_keys=True))
     sections = [
         ReportSection("Run", run_text, rows=summary_rows(summary)),
@@ -346,7 +321,7 @@ def report_for_trace(trace_path: Path, out_dir: Path, embed_images: bool = False
             rows=turns or None,
         ),
         ReportSection("Timeline", _TIMELINE_HELP, images=[timeline]),
-        ReportSection("LLM streams", "", rows=streams or None),
+        ReportSection("LLM streams", _STREAMS_HELP if streams else "No LLM stream.", rows=streams or None),
         ReportSection(
             "Perfetto",
             "The same run as Chrome trace-event JSON: open it in ui.perfetto.dev (*Open trace file*) or "

@@ -5,11 +5,13 @@ run. Timestamps are microseconds of SIMULATED time (``t_sim``), never wall time,
 as reproducible as the trace itself.
 
 Trace-event viewers draw complete events ("X") of one thread as a stack and expect them to nest:
-a slice that starts inside another must also end inside it. Overlapping items (two LLM streams
-alive at once, STT latencies that overlap) are therefore spread over several threads ("slots") by
-:func:`_allocate`, which places each slice on the first track where it nests properly. Times are
-rounded to integer microseconds before any comparison, so a stream cancelled at 3.0 s and its
-successor started at 3.0 s touch exactly instead of overlapping by a rounding error.
+a slice that starts inside another must also end inside it. Overlapping items (STT latencies
+that overlap, words) are therefore spread over several threads by :func:`_allocate`, which places
+each slice on the first track where it nests properly. LLM streams get one "slot" thread per
+concurrently live stream (:func:`_stream_slots`): a stream never nests inside another one, and its
+phases (waiting, streaming, put waits) sit inside it on its own slot. Times are rounded to integer
+microseconds before any comparison, so a stream cancelled at 3.0 s and its successor started at
+3.0 s touch exactly instead of overlapping by a rounding error.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kame_sim.report.timeline import TimelineData, extract_timeline
+from kame_sim.report.timeline import Stream, TimelineData, extract_timeline
 from kame_sim.trace.reader import TraceData
 
 PID = 1
@@ -133,6 +135,41 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(x, nd)
 
 
+def _end_reason(s: Stream) -> str:
+    """The cancel reason, the error's kind, or the status."""
+    if s.status == "cancelled":
+        return s.detail or "cancelled"
+    if s.status == "error":
+        return s.error_kind or "error"
+    return s.status
+
+
+def _end_args(s: Stream) -> dict[str, Any]:
+    if s.status == "cancelled":
+        return {"cancel_reason": s.detail}
+    if s.status == "error":
+        return {"error_kind": s.error_kind, "error": s.detail}
+    return {}
+
+
+def _stream_slots(streams: list[Stream]) -> list[int]:
+    """One slot per concurrently live stream: the first slot whose last stream has ended (touching
+    in integer microseconds is not overlapping); as many slots as streams were ever live at once."""
+    ends: list[int] = []
+    slots = []
+    for s in streams:  # sorted by start
+        a = us(s.start)
+        for i, end in enumerate(ends):
+            if end <= a:
+                ends[i] = us(s.end)
+                slots.append(i)
+                break
+        else:
+            ends.append(us(s.end))
+            slots.append(len(ends) - 1)
+    return slots
+
+
 def perfetto_events(data: TimelineData) -> dict[str, Any]:
     """The whole trace-event document for one run (see the module docstring for the layout)."""
     b = _Builder()
@@ -185,55 +222,94 @@ def perfetto_events(data: TimelineData) -> dict[str, Any]:
         ],
     )
 
-    # LLM: the manager's decisions, then one slice per stream on as many slots as overlap needs
-    if data.streams or data.rate_limited:
+    # LLM: the policy's decisions, then one slot per concurrently live stream (a stream and its
+    # phases always on one slot, never nested in another stream)
+    if data.streams or data.decisions:
         tid = b.thread("stream manager")
         for s in data.streams:
             b.instant(
                 f"start #{s.stream_id}", s.start, tid, "llm", {"reason": s.reason, "user_words": s.user_words}
             )
-        for t in data.rate_limited:
-            b.instant("start refused (rate limit)", t, tid, "llm")
-    slices = []
-    for s in data.streams:
+            if s.adopted is not None:
+                cancelled = [
+                    o.stream_id
+                    for o in data.streams
+                    if o.status == "cancelled" and o.detail == "adoption" and us(o.end) == us(s.adopted)
+                ]
+                flushed = sum(int(q.detail or 0) for q in data.flushes if us(q.t) == us(s.adopted))
+                args = {"ttft_s": _r(s.ttft), "cancelled": cancelled, "flushed_items": flushed}
+                b.instant(f"adopt #{s.stream_id}", s.adopted, tid, "llm", args)
+            if s.status in ("cancelled", "error"):
+                what = "cancel" if s.status == "cancelled" else "error"
+                b.instant(f"{what} #{s.stream_id} ({_end_reason(s)})", s.end, tid, "llm", _end_args(s))
+        for e in data.decisions:
+            if e.kind == "rate_limited":
+                b.instant("start refused (rate limit)", e.t, tid, "llm", {"reason": e.detail})
+            elif e.kind == "deferred":
+                b.instant(
+                    "start deferred", e.t, tid, "llm", {"reason": e.detail, "trailing_start_s": _r(e.t_ref)}
+                )
+            elif e.kind == "skipped":
+                b.instant("start skipped", e.t, tid, "llm", {"reason": e.detail})
+            elif e.kind == "warmup":
+                b.instant("warm-up request", e.t, tid, "llm", {"outcome": e.detail})
+    slots = _stream_slots(data.streams)
+    slot_tids = [
+        b.thread("LLM slot" if i == 0 else f"LLM slot {i + 1}") for i in range(max(slots, default=-1) + 1)
+    ]
+    for s, slot in zip(data.streams, slots, strict=True):
+        tid = slot_tids[slot]
         a, e = us(s.start), us(s.end)
         args = {
             "stream_id": s.stream_id,
             "status": s.status,
+            "ended": s.ending,
+            **_end_args(s),
             "reason": s.reason,
             "user_words": s.user_words,
             "chunks": len(s.chunks),
-            "ttft_s": _r(s.first_chunk - s.start) if s.first_chunk is not None else None,
+            "ttft_s": _r(s.ttft),
+            "adopted_at_s": _r(s.adopted),
+            "ignored": s.ignored,
+            "put_waits": len(s.put_waits),
+            "put_wait_s": _r(s.put_wait_s),
             "text": " ".join(text for _, text in s.chunks),
         }
-        slices.append(
-            _Slice(f"stream #{s.stream_id} [{s.status}]", a, e, "llm_stream", args, 0, key=s.stream_id)
-        )
+        b.complete(f"stream #{s.stream_id} [{s.ending}]", a, e, tid, "llm_stream", args)
         if s.first_chunk is not None:
-            fc = min(us(s.first_chunk), e)
-            slices.append(_Slice("waiting for first token", a, fc, "llm", {}, 1, key=("child", s.stream_id)))
-            slices.append(_Slice("streaming", fc, e, "llm", {}, 1, key=("child", s.stream_id)))
+            fc = min(max(us(s.first_chunk), a), e)
+            b.complete("waiting for first token", a, fc, tid, "llm", {})
+            b.complete("streaming (ignored)" if s.ignored else "streaming", fc, e, tid, "llm", {})
+            for w0, w1 in s.put_waits:  # inside "streaming": a put happens after a chunk arrived
+                lo, hi = min(max(us(w0), fc), e), min(max(us(w1), fc), e)
+                b.complete("put wait (queue full)", lo, hi, tid, "oracle_wait", {"wait_s": _r(w1 - w0)})
         else:
-            slices.append(_Slice("no text", a, e, "llm", {}, 1, key=("child", s.stream_id)))
-    b.family("LLM slot", slices)
-    stream_tid = {s.key: s.tid for s in slices if s.depth == 0}
-    for s in data.streams:
-        tid = stream_tid[s.stream_id]
+            b.complete("no text" if s.status == "done" else "waiting for first token", a, e, tid, "llm", {})
         if s.first_chunk is not None:
-            b.instant("first chunk", s.first_chunk, tid, "llm", {"ttft_s": _r(s.first_chunk - s.start)})
+            b.instant("first chunk", s.first_chunk, tid, "llm", {"ttft_s": _r(s.ttft), "ignored": s.ignored})
+        if s.adopted is not None:
+            b.instant("adopted", s.adopted, tid, "llm", {"ttft_s": _r(s.ttft)})
         for t, text in s.chunks:
             b.instant(f"chunk {text!r}", t, tid, "llm", {"text": text})
+        if s.status != "done":
+            b.instant(s.ending, s.end, tid, "llm", _end_args(s))
 
     # oracle: queue puts and drops with a queue-length counter, applications, what was fed
     if data.queue:
         tid = b.thread("oracle queue")
         for q in data.queue:
-            if q.kind != "drain":
+            if q.kind == "flush":
+                args = {"stream_id": q.stream_id, "items_discarded": int(q.detail or 0)}
+                b.instant(f"FLUSH {q.detail} items (adoption of #{q.stream_id})", q.t, tid, "oracle", args)
+            elif q.kind != "drain":
                 name = f"{'enqueue' if q.kind == 'enqueue' else 'DROP'} {q.detail or ''}".strip()
                 b.instant(name, q.t, tid, "oracle", {"stream_id": q.stream_id, "queue_len": q.queue_len})
             b.counter("oracle queue length", q.t, tid, {"items": q.queue_len})
-    if data.resets or data.oracle_chunks:
+    stale = [e for e in data.decisions if e.kind == "stale"]
+    if data.resets or data.oracle_chunks or stale:
         tid = b.thread("oracle applied")
+        for e in stale:
+            b.instant(f"stale item of #{e.stream_id} skipped", e.t, tid, "oracle", {"text": e.detail})
         for r in data.resets:
             wait = _r(r.t - r.enqueued_t) if r.enqueued_t is not None else None
             b.instant(f"reset → #{r.stream_id}", r.t, tid, "oracle", {"frame": r.frame, "queue_wait_s": wait})
@@ -308,6 +384,7 @@ def perfetto_events(data: TimelineData) -> dict[str, Any]:
             "frontend": data.frontend,
             "time_coupling": data.time_coupling,
             "complete": data.complete,
+            "policy": data.policy,
         },
     }
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from kame_sim.metrics.streams import StreamLife, stream_lives, trace_policy
 from kame_sim.trace.reader import TraceData
 
 if TYPE_CHECKING:  # matplotlib is imported lazily: the Perfetto export needs only the extraction.
@@ -48,22 +49,10 @@ class SttResult:
     final: bool
 
 
-@dataclass
-class Stream:
-    """One LLM stream's life: start, first chunk, chunks, and how it ended.
-
-    ``status`` is ``done`` (finished), ``cancelled`` (superseded by a newer start) or ``open`` (the
-    trace ended first, e.g. a partial trace); an open stream's ``end`` is the trace's last time.
-    """
-
-    stream_id: int
-    start: float
-    end: float
-    status: Literal["done", "cancelled", "open"]
-    reason: str | None
-    user_words: int | None
-    first_chunk: float | None = None
-    chunks: list[tuple[float, str]] = field(default_factory=list)
+# One LLM stream's life (start, first token, adoption, put waits, how it ended): the definition the
+# summary and the metrics use too (kame_sim/metrics/streams.py). ``status`` is done | cancelled |
+# error | open; ``detail`` = the cancel reason or the error text; ``outcome`` = one word for the end.
+Stream = StreamLife
 
 
 @dataclass(frozen=True)
@@ -104,13 +93,26 @@ class OracleReset:
 
 @dataclass(frozen=True)
 class QueuePoint:
-    """The oracle queue length after an event: a put (enqueue/drop) or a drain at a frame."""
+    """The oracle queue length after an event: a put (enqueue/drop), a drain at a frame, or a flush
+    (the multiplexer discards the queue at an adoption; ``detail`` = how many items)."""
 
     t: float
     queue_len: int
-    kind: Literal["enqueue", "drop", "drain"]
+    kind: Literal["enqueue", "drop", "drain", "flush"]
     detail: str | None
     stream_id: int | None
+
+
+@dataclass(frozen=True)
+class PolicyEvent:
+    """A back-end decision that is not a stream: a refused or deferred start (``t_ref`` = when the
+    trailing start is due), a stale queue item skipped, KAME's warm-up request."""
+
+    t: float
+    kind: Literal["rate_limited", "deferred", "skipped", "stale", "warmup"]
+    detail: str | None
+    stream_id: int | None = None
+    t_ref: float | None = None
 
 
 @dataclass
@@ -135,10 +137,16 @@ class TimelineData:
     queue: list[QueuePoint]
     frontend_words: list[Word]
     late_frames: list[float]
+    policy: str = "poll"
+    decisions: list[PolicyEvent] = field(default_factory=list)
 
     @property
     def drops(self) -> list[QueuePoint]:
         return [q for q in self.queue if q.kind == "drop"]
+
+    @property
+    def flushes(self) -> list[QueuePoint]:
+        return [q for q in self.queue if q.kind == "flush"]
 
 
 def _frontend_words(pieces: list[tuple[float, str]], frame_s: float, join_gap: float) -> list[Word]:
@@ -188,8 +196,8 @@ def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
 
     user_words: list[Word] = []
     stt: list[SttResult] = []
-    streams: dict[int, Stream] = {}
     rate_limited: list[float] = []
+    decisions: list[PolicyEvent] = []
     oracle_frames: list[OracleFrame] = []
     chunks: list[OracleChunk] = []
     resets: list[OracleReset] = []
@@ -207,31 +215,28 @@ def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
             )
         elif ev in ("stt_partial", "stt_final"):
             stt.append(SttResult(t, r["t_ref"], r["text"] or "", r["utterance"], ev == "stt_final"))
-        elif ev == "llm_start":
-            sid = r["stream_id"]
-            streams[sid] = Stream(sid, t, t, "open", r["detail"], r["word_count"])
         elif ev == "llm_rate_limited":
             rate_limited.append(t)
-        elif ev in ("llm_first_chunk", "llm_chunk", "llm_cancel", "llm_done"):
-            s = streams.get(r["stream_id"])
-            if s is None:  # a stream whose start was not recorded: make it visible anyway
-                s = streams[r["stream_id"]] = Stream(r["stream_id"], t, t, "open", None, None)
-            if ev == "llm_first_chunk":
-                s.first_chunk = t
-            elif ev == "llm_chunk":
-                s.chunks.append((t, r["text"] or ""))
-            else:
-                s.status = "cancelled" if ev == "llm_cancel" else "done"
-                s.end = t
+            decisions.append(PolicyEvent(t, "rate_limited", r["detail"]))
+        elif ev == "llm_start_deferred":
+            decisions.append(PolicyEvent(t, "deferred", r["detail"], t_ref=r["t_ref"]))
+        elif ev == "llm_start_skipped":
+            decisions.append(PolicyEvent(t, "skipped", r["detail"]))
+        elif ev == "llm_warmup":
+            decisions.append(PolicyEvent(t, "warmup", r["detail"]))
+        elif ev == "oracle_flush":
+            queue.append(QueuePoint(t, 0, "flush", str(r["queue_len"] or 0), r["stream_id"]))
         elif ev in ("oracle_enqueue", "oracle_drop"):
             if r["queue_len"] is not None:
                 kind = "enqueue" if ev == "oracle_enqueue" else "drop"
                 queue.append(QueuePoint(t, r["queue_len"], kind, r["detail"], r["stream_id"]))
-        elif ev in ("oracle_reset_applied", "oracle_append_applied"):
+        elif ev in ("oracle_reset_applied", "oracle_append_applied", "oracle_stale_skipped"):
             if drained_at != r["frame"]:  # the frame loop drains the whole queue at once
                 queue.append(QueuePoint(t, 0, "drain", None, None))
                 drained_at = r["frame"]
-            if ev == "oracle_reset_applied":
+            if ev == "oracle_stale_skipped":
+                decisions.append(PolicyEvent(t, "stale", r["text"], r["stream_id"]))
+            elif ev == "oracle_reset_applied":
                 resets.append(OracleReset(t, r["frame"], r["stream_id"], r["t_ref"]))
                 index_map = {}
             else:
@@ -269,9 +274,7 @@ def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
         elif ev == "frame" and r["detail"] == "late":
             late.append(t)
 
-    for s in streams.values():
-        if s.status == "open":
-            s.end = max(t_end, s.start)
+    streams = stream_lives(trace, t_end)
     scenario = trace.scenario
     return TimelineData(
         conversation_id=meta.get("kame_sim.conversation_id", "?"),
@@ -284,7 +287,7 @@ def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
         t_end=t_end,
         user_words=user_words,
         stt=stt,
-        streams=sorted(streams.values(), key=lambda s: (s.start, s.stream_id)),
+        streams=sorted(streams, key=lambda s: (s.start, s.stream_id)),
         rate_limited=rate_limited,
         oracle_frames=oracle_frames,
         oracle_chunks=chunks,
@@ -292,6 +295,8 @@ def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
         queue=queue,
         frontend_words=_frontend_words(pieces, frame_s, join_gap),
         late_frames=late,
+        policy=trace_policy(trace),
+        decisions=decisions,
     )
 
 
@@ -315,6 +320,12 @@ C_STREAM = "#2171b5"
 C_CANCEL = "#fcbba1"
 C_CANCEL_EDGE = "#cb181d"
 C_EMPTY = "#d9d9d9"
+C_IGNORED = "#d9d9d9"
+C_ERROR = "#000000"
+C_ADOPT = "#238b45"
+C_PUT_WAIT = "#fd8d3c"
+C_SKIP = "#969696"
+C_FLUSH = "#d94801"
 C_START = "#6a3d9a"
 C_TEXT = ("#1b9e77", "#66c2a5")  # alternating per chunk so word boundaries show in the strip
 C_PAD = "#f0f0f0"
@@ -352,6 +363,76 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+_SHORT_TAGS = {"superseded": "sup.", "adoption": "adopt.", "session end": "end", "ignored": "ign."}
+
+
+def end_tag(s: Stream) -> str | None:
+    """The words written after a stream's bar: why it ended, unless it simply finished."""
+    outcome = s.outcome
+    if outcome == "done":
+        return None
+    if outcome == "error":
+        return "error: " + _short(s.error_kind or "error", 24)
+    return _short(outcome.replace("_", " "), 24)
+
+
+C_END = {
+    "superseded": "#cb181d",
+    "adoption": "#6a51a3",
+    "limit": "#d94801",
+    "session_end": "#525252",
+    "error": "#000000",
+    "ignored": "#737373",
+    "open": "#525252",
+}
+
+
+def end_color(s: Stream) -> str:
+    """The colour of a stream's end (cap, hatch, label): one per cancel reason, error, ignored."""
+    return C_END.get(s.outcome, C_CANCEL_EDGE if s.status == "cancelled" else "#525252")
+
+
+def short_tags(tag: str) -> tuple[str, ...]:
+    """``tag`` and its shorter forms, longest first (``adoption``, ``adopt.``, ``a``)."""
+    short = "err" if tag.startswith("error") else _SHORT_TAGS.get(tag, tag)
+    return tuple(dict.fromkeys((tag, short, short[:1])))
+
+
+def pack_streams(streams: list[Stream], spi: float, gap: float) -> tuple[list[int], int, list[float]]:
+    """Sub-rows for stream bars: streams live at the same time never share one, and no more rows
+    are used than streams were ever live at once (any free row will do when streams are visited in
+    start order). Among the free rows, one whose last stream's label and end label are past too is
+    preferred. Streams must come sorted by start. Returns (row per stream, number of rows, room in
+    seconds after each bar before the next bar of its row: where its end label may go)."""
+    rows: list[int] = []
+    last: list[int] = []  # per row: index of its latest stream
+
+    def clear_of(j: int) -> float:  # where stream j's drawing (bar, label, end label) ends
+        p = streams[j]
+        tag = end_tag(p)
+        tag_end = p.end + (0.04 * spi + _text_seconds(tag, spi) if tag else 0.0)
+        return max(tag_end, p.start + _text_seconds(f"#{p.stream_id}", spi))
+
+    for i, s in enumerate(streams):
+        free = [r for r, j in enumerate(last) if streams[j].end <= s.start]  # rows not live now
+        roomy = [r for r in free if clear_of(last[r]) + gap <= s.start]
+        if roomy or free:
+            row = (roomy or free)[0]
+        else:
+            last.append(i)
+            row = len(last) - 1
+        last[row] = i
+        rows.append(row)
+    room = [math.inf] * len(streams)
+    previous: dict[int, int] = {}
+    for i, row in enumerate(rows):
+        if row in previous:
+            j = previous[row]
+            room[j] = streams[i].start - streams[j].end - gap
+        previous[row] = i
+    return rows, max(1, len(last)), room
+
+
 @dataclass
 class _Lane:
     """A horizontal band of the row axes: a name and how many sub-rows it needs."""
@@ -386,10 +467,7 @@ class _RowPainter:
             self.gap,
         )
         self.streams = [s for s in d.streams if _in_window(s.start, s.end, t0, t1)]
-        self.stream_rows, self.n_stream = _pack(
-            [(s.start, max(s.end, s.start + _text_seconds(f"#{s.stream_id}", spi))) for s in self.streams],
-            0.02 * spi,
-        )
+        self.stream_rows, self.n_stream, self.stream_room = pack_streams(self.streams, spi, 0.02 * spi)
         self.chunks = [
             c
             for c in d.oracle_chunks
@@ -426,6 +504,91 @@ class _RowPainter:
     # each sub-row i of a lane spans [y0 + 0.2 + i, y0 + 0.2 + i + 1); items use 70 % of it
     def _y(self, lane: int, sub: float) -> float:
         return self.lanes[lane].y0 + 0.2 + sub * SUB
+
+    def _paint_stream(self, ax: Axes, s: Stream, y: float, h: float, room: float, text_kw: dict) -> None:
+        from matplotlib.patches import Rectangle
+
+        dur = max(s.end - s.start, 1e-3)
+        if s.first_chunk is None:
+            # ended without a single non-blank chunk (grey), or was cut off while waiting (light)
+            fc = C_EMPTY if s.status == "done" else C_WAIT
+            ax.add_patch(Rectangle((s.start, y), dur, h, fc=fc, ec="#969696", lw=0.6, zorder=3))
+        else:
+            ax.add_patch(
+                Rectangle((s.start, y), s.first_chunk - s.start, h, fc=C_WAIT, ec=C_STREAM, lw=0.6, zorder=3)
+            )
+            rest = max(s.end - s.first_chunk, 1e-3)
+            if s.ignored:
+                ax.add_patch(
+                    Rectangle(
+                        (s.first_chunk, y),
+                        rest,
+                        h,
+                        fc=C_IGNORED,
+                        ec="#737373",
+                        hatch="....",
+                        lw=0.6,
+                        zorder=3,
+                    )
+                )
+            else:
+                ax.add_patch(
+                    Rectangle((s.first_chunk, y), rest, h, fc=C_STREAM, ec=C_STREAM, lw=0.6, zorder=3)
+                )
+        for a, b in s.put_waits:
+            ax.add_patch(
+                Rectangle((a, y + 0.5 * h), max(b - a, 1e-3), 0.5 * h, fc=C_PUT_WAIT, ec="none", zorder=4)
+            )
+        for tc, _ in s.chunks:
+            ax.plot([tc, tc], [y + 0.45 * h, y + h], color="white", lw=0.5, zorder=4)
+        color = end_color(s)
+        if s.status == "cancelled":
+            ax.add_patch(Rectangle((s.start, y), dur, h, fc="none", ec=color, hatch="////", lw=0.9, zorder=5))
+        elif s.status == "error":
+            ax.add_patch(Rectangle((s.start, y), dur, h, fc="none", ec=color, hatch="xxxx", lw=1.2, zorder=5))
+        elif s.status == "open":
+            ax.add_patch(Rectangle((s.start, y), dur, h, fc="none", ec=color, ls="--", lw=0.9, zorder=5))
+        if s.outcome != "done":  # the end cap: why it ended, in colour, however short the bar
+            ax.plot(
+                [s.end] * 2, [y - 0.08, y + h + 0.08], color=color, lw=2.2, zorder=6, solid_capstyle="butt"
+            )
+        if s.adopted is not None:
+            ax.plot([s.adopted], [y - 0.02], marker="*", ms=7, color=C_ADOPT, zorder=6, clip_on=True)
+        elif s.first_chunk is not None:
+            face = "white" if s.ignored else "black"
+            ax.plot(
+                [s.first_chunk], [y - 0.02], marker="v", ms=5, mfc=face, mec="black", zorder=6, clip_on=True
+            )
+        ax.text(
+            s.start + 0.02 * self.spi,
+            y + h / 2,
+            f"#{s.stream_id}",
+            color="#08306b",
+            fontweight="bold",
+            **text_kw,
+        )
+        tag = end_tag(s)
+        if tag is not None:
+            self._paint_end_tag(ax, s, y, h, room, tag, color, text_kw)
+
+    def _paint_end_tag(
+        self, ax: Axes, s: Stream, y: float, h: float, room: float, tag: str, color: str, text_kw: dict
+    ) -> None:
+        """Why it ended, in words: after the bar where there is room, else inside its end, else a
+        shorter form (``adopt.``, ``a``); the coloured end cap is there in any case."""
+        spi = self.spi
+        inside = s.end - s.start - _text_seconds(f"#{s.stream_id}", spi) - 0.06 * spi
+        weight = "bold" if s.status == "error" else "normal"
+        for text in short_tags(tag):
+            width = _text_seconds(text, spi)
+            if width + 0.04 * spi <= room:
+                ax.text(s.end + 0.04 * spi, y + h / 2, text, color=color, fontweight=weight, **text_kw)
+                return
+            if width <= inside:
+                kw = {**text_kw, "ha": "right", "zorder": 7}
+                box = {"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.85}
+                ax.text(s.end - 0.04 * spi, y + h / 2, text, color=color, fontweight=weight, bbox=box, **kw)
+                return
 
     def paint(self, ax: Axes) -> None:
         from matplotlib.patches import Rectangle
@@ -474,43 +637,17 @@ class _RowPainter:
             ax.plot([s.t], [y + h / 2], marker="D", ms=4.5, color=C_FINAL, zorder=5, clip_on=True)
             ax.text(s.t + 0.08 * self.spi, y + h / 2, lbl, color=C_FINAL, **text_kw)
 
-        # LLM streams: waiting for the first token (light), streaming (dark), cancelled (red hatch)
-        for s, sub in zip(self.streams, self.stream_rows, strict=True):
-            y = self._y(2, sub)
-            dur = max(s.end - s.start, 1e-3)
-            if s.status == "cancelled":
-                ax.add_patch(
-                    Rectangle(
-                        (s.start, y), dur, h, fc=C_CANCEL, ec=C_CANCEL_EDGE, hatch="////", lw=0.8, zorder=3
-                    )
-                )
-            elif s.first_chunk is None:  # ended (or still waiting) without a single non-blank chunk
-                ax.add_patch(Rectangle((s.start, y), dur, h, fc=C_EMPTY, ec="#969696", lw=0.6, zorder=3))
-            else:
-                ax.add_patch(
-                    Rectangle((s.start, y), s.first_chunk - s.start, h, fc=C_WAIT, ec=C_STREAM, lw=0.6)
-                )
-                ax.add_patch(
-                    Rectangle(
-                        (s.first_chunk, y),
-                        max(s.end - s.first_chunk, 1e-3),
-                        h,
-                        fc=C_STREAM,
-                        ec=C_STREAM,
-                        lw=0.6,
-                    )
-                )
-            if s.first_chunk is not None:
-                ax.plot([s.first_chunk], [y - 0.02], marker="v", ms=5, color="black", zorder=6, clip_on=True)
-            for tc, _ in s.chunks:
-                ax.plot([tc, tc], [y + 0.45 * h, y + h], color="white", lw=0.5, zorder=4)
-            label = f"#{s.stream_id}"
-            ax.text(
-                s.start + 0.02 * self.spi, y + h / 2, label, color="#08306b", fontweight="bold", **text_kw
-            )
-        for t in d.rate_limited:
-            if self.t0 <= t <= self.t1:
-                ax.plot([t], [self._y(2, 0) + h / 2], marker="x", ms=6, color=C_ALERT, mew=1.5, zorder=7)
+        # LLM streams, one sub-row per concurrently live stream: waiting for the first token (light),
+        # streaming (dark; grey dotted = ignored), put waits (orange); the end drawn by why it ended
+        for s, sub, room in zip(self.streams, self.stream_rows, self.stream_room, strict=True):
+            self._paint_stream(ax, s, self._y(2, sub), h, room, text_kw)
+        for e in d.decisions:
+            if not (self.t0 <= e.t <= self.t1):
+                continue
+            if e.kind == "rate_limited":
+                ax.plot([e.t], [self._y(2, 0) + h / 2], marker="x", ms=6, color=C_ALERT, mew=1.5, zorder=7)
+            elif e.kind == "skipped":
+                ax.plot([e.t], [self._y(2, 0) + h / 2], marker="x", ms=5, color=C_SKIP, mew=1.2, zorder=7)
 
         # oracle: labels (chunk text at its first fed token) above one strip of per-frame cells
         for c, sub in zip(self.chunks, self.chunk_rows, strict=True):
@@ -543,6 +680,13 @@ class _RowPainter:
         for q in d.drops:
             if self.t0 <= q.t <= self.t1:
                 ax.plot([q.t], [ys + h / 2], marker="x", ms=6, color=C_ALERT, mew=1.5, zorder=7)
+        for q in d.flushes:  # the multiplexer discarded the queue at an adoption
+            if self.t0 <= q.t <= self.t1:
+                ax.plot([q.t], [ys + h + 0.15], marker="s", ms=4, color=C_FLUSH, zorder=7, clip_on=True)
+                ax.text(q.t + 0.05 * self.spi, ys + h + 0.15, f"flush {q.detail}", color=C_FLUSH, **text_kw)
+        for e in d.decisions:
+            if e.kind == "stale" and self.t0 <= e.t <= self.t1:
+                ax.plot([e.t], [ys + h / 2], marker="x", ms=5, color=C_SKIP, mew=1.2, zorder=7)
         top = self.lanes[2].y0  # resets: a line through the LLM and oracle lanes, to the front-end
         for r in d.resets:
             if self.t0 <= r.t <= self.t1:
@@ -571,9 +715,20 @@ def _legend_handles() -> list:
         Patch(fc=C_WAIT, ec=C_STREAM, label="LLM waiting for 1st token"),
         Patch(fc=C_STREAM, ec=C_STREAM, label="LLM streaming (ticks = chunks)"),
         Line2D([], [], color="black", marker="v", ls="none", ms=5, label="first chunk"),
-        Patch(fc=C_CANCEL, ec=C_CANCEL_EDGE, hatch="////", label="LLM cancelled"),
+        Line2D([], [], color=C_ADOPT, marker="*", ls="none", ms=7, label="adopted (multiplexer)"),
+        Patch(fc=C_IGNORED, ec="#737373", hatch="....", label="streaming, ignored (older)"),
+        Patch(fc=C_PUT_WAIT, label="put waiting for room"),
+        Patch(fc="white", ec=C_END["superseded"], hatch="////", label="cancelled: superseded"),
+        Patch(fc="white", ec=C_END["adoption"], hatch="////", label="cancelled: adoption"),
+        Patch(fc="white", ec=C_END["limit"], hatch="////", label="cancelled: limit"),
+        Patch(fc="white", ec=C_END["session_end"], hatch="////", label="cancelled: session end"),
+        Patch(fc="white", ec=C_ERROR, hatch="xxxx", label="error (its kind written)"),
         Patch(fc=C_EMPTY, ec="#969696", label="LLM no text"),
         Line2D([], [], color=C_ALERT, marker="x", ls="none", ms=6, mew=1.5, label="rate-limited / dropped"),
+        Line2D(
+            [], [], color=C_SKIP, marker="x", ls="none", ms=5, mew=1.2, label="start skipped / stale item"
+        ),
+        Line2D([], [], color=C_FLUSH, marker="s", ls="none", ms=4, label="queue flushed"),
         Patch(fc=C_START, label="oracle START"),
         Patch(fc=C_TEXT[0], label="oracle text token"),
         Patch(fc=C_PAD, ec="#bdbdbd", label="padding"),
@@ -620,7 +775,12 @@ def plot_timeline(
         painter.paint(ax)
     axes[-1].set_xlabel("simulated time (s)", fontsize=8)
     window = f"window {t0:.1f}–{t1:.1f} s" if t_range is not None else f"{data.t_end:.1f} s simulated"
-    details = [f"front-end {data.frontend}", f"time coupling {data.time_coupling}", window]
+    details = [
+        f"policy {data.policy}",
+        f"front-end {data.frontend}",
+        f"time coupling {data.time_coupling}",
+        window,
+    ]
     if data.run_name:
         details.insert(0, f"run {data.run_name}")
     if not trace.complete:
