@@ -42,7 +42,7 @@ from kame_sim.config import MultiplexerPolicySettings, PollPolicySettings, Scena
 from kame_sim.conversation import Conversation, Word, user_utterances
 from kame_sim.frontend.protocol import Frontend, SessionInfo
 from kame_sim.llm.content import LlmRequest
-from kame_sim.llm.plan import LlmBackend, WarmableLlmBackend, open_stream
+from kame_sim.llm.plan import LlmBackend, LlmStream, open_stream, warm_up
 from kame_sim.oracle import OracleItem, OracleQueue, OracleState
 from kame_sim.policy.asr_state import AsrState
 from kame_sim.policy.conversation_log import ConversationLog
@@ -334,6 +334,7 @@ class Session:
                 self._enqueue("append", text, sid)
                 previous = env.now
                 n_chunks += 1
+            yield from self._silent_if_cut(stream)
             yield from self._stream_end(stream, sid, started, n_chunks)
         except simpy.Interrupt:
             stream.close()
@@ -386,10 +387,17 @@ class Session:
                 n_chunks += 1
                 if accepted:
                     yield from self._put_waiting(text, gen)
+            yield from self._silent_if_cut(stream)
             self.mux.on_stream_end(gen)
             yield from self._stream_end(stream, gen, started, n_chunks)
         except simpy.Interrupt:
             stream.close()
+
+    def _silent_if_cut(self, stream: LlmStream) -> SimProcess:
+        """A recording cut by a cancel (cassette) ran out: nothing is known after it, so the stream
+        neither ends nor fails; it stays silent until it is cancelled (or the session ends)."""
+        if getattr(stream, "cut_at", None) is not None:
+            yield self.env.event()
 
     def _stream_end(self, stream: Any, sid: int, started: int, n_chunks: int) -> SimProcess:
         env = self.env
@@ -502,9 +510,7 @@ class Session:
 
     def _warmup(self) -> None:
         """KAME's multiplexer sends a one-token request before the session's first stream."""
-        llm = self.parts.llm
-        outcome = llm.warmup() if isinstance(llm, WarmableLlmBackend) else "simulated back-end: nothing sent"
-        self.trace.row("llm_warmup", self._now_s(), detail=outcome)
+        self.trace.row("llm_warmup", self._now_s(), detail=warm_up(self.parts.llm))
 
     def run(self) -> None:
         """Run the session to its last frame; the trace gets run_start/run_end rows around it."""
