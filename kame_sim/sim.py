@@ -116,6 +116,7 @@ class Session:
         self.oracle = OracleState(parts.tokenizer.start_id, sc.oracle.padding_id)
         self.log = ConversationLog()
         self.streams: dict[int, simpy.Process] = {}  # live stream processes by generation
+        self.llm_streams: dict[int, LlmStream] = {}  # their back-end streams, closed on cancel
         self.stream_count = 0
         self.late_frames = 0
         self._put_waiters: deque[simpy.Event] = deque()
@@ -252,9 +253,14 @@ class Session:
     def _cancel(self, generation: int, reason: str) -> None:
         """Interrupt a live stream (its process closes the back-end stream) and record why."""
         process = self.streams.pop(generation, None)
+        stream = self.llm_streams.pop(generation, None)
         if process is None or not process.is_alive:
             return
         process.interrupt(reason)
+        if stream is not None:
+            # Closed now (a live back-end's HTTP stream), not when the interrupt is delivered: the
+            # session-end cancels come after the last event the environment runs.
+            stream.close()
         self.trace.row("llm_cancel", self._now_s(), stream_id=generation, detail=reason)
 
     def _enqueue(self, action: str, text: str, sid: int) -> bool:
@@ -315,7 +321,7 @@ class Session:
         """A poll-loop stream: reset on the first non-blank delta, every delta appended, drops on full."""
         env, row = self.env, self.trace.row
         sid, started = request.stream_id, env.now
-        stream = open_stream(self.parts.llm, request)
+        stream = self.llm_streams[sid] = open_stream(self.parts.llm, request)
         try:
             previous = started
             n_chunks = 0
@@ -343,7 +349,7 @@ class Session:
         """A multiplexer stream: adopted on its first non-blank delta if newer; raw deltas enqueued."""
         env, row = self.env, self.trace.row
         gen, started = request.stream_id, env.now
-        stream = open_stream(self.parts.llm, request)
+        stream = self.llm_streams[gen] = open_stream(self.parts.llm, request)
         try:
             previous = started
             n_chunks = 0
@@ -412,6 +418,7 @@ class Session:
         else:
             self.trace.row("llm_done", self._now_s(), stream_id=sid, word_count=n_chunks)
         self.streams.pop(sid, None)
+        self.llm_streams.pop(sid, None)
 
     # -- the audio loop ---------------------------------------------------------------------------
 
