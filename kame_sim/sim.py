@@ -252,15 +252,15 @@ class Session:
 
     def _cancel(self, generation: int, reason: str) -> None:
         """Interrupt a live stream (its process closes the back-end stream) and record why."""
-        process = self.streams.pop(generation, None)
+        # The back-end stream (a live one's HTTP stream) is closed now, not when the interrupt is
+        # delivered: the session-end cancels come after the last event the environment runs.
         stream = self.llm_streams.pop(generation, None)
+        if stream is not None:
+            stream.close()
+        process = self.streams.pop(generation, None)
         if process is None or not process.is_alive:
             return
         process.interrupt(reason)
-        if stream is not None:
-            # Closed now (a live back-end's HTTP stream), not when the interrupt is delivered: the
-            # session-end cancels come after the last event the environment runs.
-            stream.close()
         self.trace.row("llm_cancel", self._now_s(), stream_id=generation, detail=reason)
 
     def _enqueue(self, action: str, text: str, sid: int) -> bool:
@@ -340,7 +340,6 @@ class Session:
                 self._enqueue("append", text, sid)
                 previous = env.now
                 n_chunks += 1
-            yield from self._silent_if_cut(stream)
             yield from self._stream_end(stream, sid, started, n_chunks)
         except simpy.Interrupt:
             stream.close()
@@ -393,20 +392,17 @@ class Session:
                 n_chunks += 1
                 if accepted:
                     yield from self._put_waiting(text, gen)
-            yield from self._silent_if_cut(stream)
-            self.mux.on_stream_end(gen)
             yield from self._stream_end(stream, gen, started, n_chunks)
+            self.mux.on_stream_end(gen)
         except simpy.Interrupt:
             stream.close()
 
-    def _silent_if_cut(self, stream: LlmStream) -> SimProcess:
-        """A recording cut by a cancel (cassette) ran out: nothing is known after it, so the stream
-        neither ends nor fails; it stays silent until it is cancelled (or the session ends)."""
-        if getattr(stream, "cut_at", None) is not None:
-            yield self.env.event()
-
     def _stream_end(self, stream: Any, sid: int, started: int, n_chunks: int) -> SimProcess:
         env = self.env
+        if getattr(stream, "cut_at", None) is not None:
+            # A recording cut by a cancel (cassette) ran out: nothing is known after it, so the
+            # stream neither ends nor fails; it stays silent until it is cancelled.
+            yield env.event()
         if stream.error is not None:
             due = started + to_ticks(stream.error_at or 0.0)
             if due > env.now:

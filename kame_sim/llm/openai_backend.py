@@ -37,7 +37,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kame_sim.errors import InputError
@@ -54,6 +54,8 @@ from kame_sim.llm.plan import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from openai import AsyncOpenAI
 
     from kame_sim.config import LlmSettings
@@ -183,9 +185,10 @@ class LiveStream:
         self.error: str | None = None
         self.error_at: float | None = None
         self.cut_at: float | None = None
-        self.started = time.perf_counter()  # wall start (perf_counter): offsets count from here
-        self.ended: float | None = None  # perf_counter when the request ended (done, failed, closed)
         self._llm = llm
+        self._clock = llm._clock
+        self.started = self._clock()  # offsets count from here (the back-end's clock)
+        self.ended: float | None = None  # when the request ended (done, failed or closed), same clock
         self._cond = threading.Condition()
         self._chunks: list[LlmChunk] = []
         self._done = False
@@ -221,8 +224,8 @@ class LiveStream:
             if not self._closed:
                 if error is not None:
                     self.error = self._llm._mask(error)
-                    self.error_at = time.perf_counter() - self.started
-                self.ended = time.perf_counter()
+                    self.error_at = self._clock() - self.started
+                self.ended = self._clock()
             self._done = True
             self._cond.notify_all()
 
@@ -245,7 +248,7 @@ class LiveStream:
                 self.close()
                 self.cut_at = None
                 self.error = f"timeout: no answer from the worker loop in {patience:g} s"
-                self.error_at = time.perf_counter() - self.started
+                self.error_at = self._clock() - self.started
                 return
 
     def close(self) -> None:
@@ -254,7 +257,7 @@ class LiveStream:
             if self._done or self._closed:
                 return
             self._closed = True
-            self.ended = time.perf_counter()
+            self.ended = self._clock()
             self.cut_at = self.ended - self.started
             self._cond.notify_all()
         if self._future is not None:
@@ -278,10 +281,13 @@ class OpenAiLlm:
         system_prompt: str | None = None,
         request_timeout: float = 30.0,
         max_retries: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """``clock`` times the chunks (seconds, any origin); tests inject a scripted one."""
         from openai import AsyncOpenAI
 
         self.model = model
+        self._clock = clock
         self.system_prompt = system_prompt
         self.request_timeout = request_timeout
         self._secret = api_key
@@ -324,12 +330,12 @@ class OpenAiLlm:
 
     def warmup_plan(self) -> LlmPlan:
         """KAME's warm-up request; its reply as one chunk at the measured time, or its fault."""
-        t0 = time.perf_counter()
+        t0 = self._clock()
         try:
             return self._worker.run(self._warmup(t0))
         except Exception as exc:
             error = self._mask(f"error: {type(exc).__name__}: {_short(str(exc))}")
-            return LlmPlan([], error=error, error_at=time.perf_counter() - t0, source="openai")
+            return LlmPlan([], error=error, error_at=self._clock() - t0, source="openai")
 
     def warmup(self) -> str:
         """Send the warm-up; a one-line outcome for the trace (``ok in 0.213 s`` or the fault)."""
@@ -356,7 +362,7 @@ class OpenAiLlm:
         A cancel (``LiveStream.close``) raises CancelledError in here: leaving ``async with stream``
         closes the HTTP response, so the server sees the connection go.
         """
-        perf = time.perf_counter
+        perf = self._clock
         responded = False
         try:
             async with asyncio.timeout(self.request_timeout):
@@ -375,7 +381,7 @@ class OpenAiLlm:
         return None
 
     async def _warmup(self, t0: float) -> LlmPlan:
-        perf = time.perf_counter
+        perf = self._clock
         try:
             async with asyncio.timeout(self.request_timeout):
                 response = await self._client.chat.completions.create(

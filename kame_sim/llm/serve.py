@@ -461,10 +461,11 @@ async def _count_in_flight(request: web.Request, handler: Any) -> web.StreamResp
 
 def create_app(config: ServeLlmConfig) -> web.Application:
     """The aiohttp application (routes under /v1, state built from ``config``)."""
-    app = web.Application(client_max_size=16 * 1024**2, middlewares=[_count_in_flight])
+    app = web.Application(client_max_size=16 * 1024**2)
     app[STATE] = _State(config)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_get("/v1/models", _models)
+    app.middlewares.append(_count_in_flight)
     return app
 
 
