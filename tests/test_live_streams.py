@@ -8,6 +8,9 @@ simulated trace columns".
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,7 +66,7 @@ def numbered(i: int) -> LlmRequest:
 
 
 def test_seven_overlapping_streams_run_concurrently_and_all_complete():
-    with serving(ServeLlmConfig(content="echo", ttft=0.3, inter_chunk=0.02)) as server:
+    with serving(ServeLlmConfig(content="echo", ttft=0.5, inter_chunk=0.02)) as server:
         llm = llm_for(server.base_url)
         try:
             llm.plan(REQUEST)  # the client's first request pays its start-up
@@ -83,20 +86,84 @@ def test_seven_overlapping_streams_run_concurrently_and_all_complete():
     assert stats.max_in_flight == 7 and stats.completed == 8 and stats.client_gone == 0
 
 
-def test_chunks_are_handed_over_while_the_stream_still_runs():
-    config = ServeLlmConfig(content=f"fixed:{WORDS}", ttft=0.05, inter_chunk=0.05)
-    with serving(config) as server:
-        llm = llm_for(server.base_url)
+class Gated:
+    """A streaming chat-completions app whose streams wait at two gates the test opens.
+
+    Every stream sends its headers, waits at ``first``, sends its first word, waits at ``rest``,
+    then sends the rest and ends: the test decides when, so nothing depends on timing.
+    """
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = words
+        self.first, self.rest = threading.Event(), threading.Event()
+        self.in_flight = self.max_in_flight = self.completed = 0
+
+    @staticmethod
+    async def _wait(gate: threading.Event) -> None:
+        while not gate.is_set():
+            await asyncio.sleep(0.005)
+
+    @staticmethod
+    def _event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        chunk = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [choice],
+        }
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    async def handler(self, request: web.Request) -> web.StreamResponse:
+        await request.json()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            stream = llm.open(REQUEST)
-            chunks = stream.chunks()
-            first = next(chunks)
-            assert first.text == "one" and not stream.done  # nine more words are on their way
-            rest = list(chunks)
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(self._event({"role": "assistant", "content": ""}))
+            await self._wait(self.first)
+            for i, word in enumerate(self.words):
+                if i == 1:
+                    await self._wait(self.rest)
+                await response.write(self._event({"content": word}))
+            await response.write(self._event({}, "stop"))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            self.completed += 1
+            return response
         finally:
+            self.in_flight -= 1
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handler)
+        return app
+
+
+def test_seven_streams_are_in_flight_at_once_and_hand_over_each_chunk_on_arrival():
+    gated = Gated(["hello", " there", " friend"])
+    with app_in_thread(gated.app()) as base_url:
+        llm = llm_for(base_url)
+        try:
+            streams = [llm.open(numbered(i)) for i in range(1, 8)]
+            assert wait_until(lambda: gated.in_flight == 7)  # seven requests open at once
+            assert all(s.received().chunks == [] and not s.done for s in streams)
+            gated.first.set()
+            readers = [s.chunks() for s in streams]
+            firsts = [next(reader) for reader in readers]  # each returns as soon as its word is there
+            assert [c.text for c in firsts] == ["hello"] * 7
+            assert not any(s.done for s in streams) and gated.in_flight == 7  # all still streaming
+            gated.rest.set()
+            rests = [[c.text for c in reader] for reader in readers]
+        finally:
+            gated.first.set()
+            gated.rest.set()
             llm.close()
-    assert stream.done and [c.text.strip() for c in rest] == WORDS.split()[1:]
-    assert [c.at for c in [first, *rest]] == sorted(c.at for c in [first, *rest])
+    assert rests == [[" there", " friend"]] * 7
+    assert all(s.done and s.error is None and s.cut_at is None for s in streams)
+    assert gated.completed == 7 and gated.max_in_flight == 7
 
 
 def test_closing_a_stream_mid_way_closes_the_connection():

@@ -269,6 +269,20 @@ class _State:
 STATE = web.AppKey("kame_sim_serve_state", _State)
 
 
+@web.middleware
+async def _count_in_flight(request: web.Request, handler: Any) -> web.StreamResponse:
+    """``stats.in_flight`` / ``max_in_flight``: how many completions are being answered at once."""
+    if request.path != "/v1/chat/completions":
+        return await handler(request)
+    stats = request.app[STATE].stats
+    stats.in_flight += 1
+    stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+    try:
+        return await handler(request)
+    finally:
+        stats.in_flight -= 1
+
+
 def _error_response(status: int, message: str, type_: str, code: str | None) -> web.Response:
     body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
     return web.json_response(body, status=status, headers={"x-request-id": f"req_kamesim_{time.time_ns()}"})
@@ -443,20 +457,6 @@ async def _complete(
     }
     state.stats.completed += 1
     return web.json_response(body)
-
-
-@web.middleware
-async def _count_in_flight(request: web.Request, handler: Any) -> web.StreamResponse:
-    """``stats.in_flight`` / ``max_in_flight``: how many completions are being answered at once."""
-    if request.path != "/v1/chat/completions":
-        return await handler(request)
-    stats = request.app[STATE].stats
-    stats.in_flight += 1
-    stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-    try:
-        return await handler(request)
-    finally:
-        stats.in_flight -= 1
 
 
 def create_app(config: ServeLlmConfig) -> web.Application:
