@@ -42,7 +42,7 @@ from kame_sim.config import MultiplexerPolicySettings, PollPolicySettings, Scena
 from kame_sim.conversation import Conversation, Word, user_utterances
 from kame_sim.frontend.protocol import Frontend, SessionInfo
 from kame_sim.llm.content import LlmRequest
-from kame_sim.llm.plan import LlmBackend, WarmableLlmBackend, open_stream
+from kame_sim.llm.plan import LlmBackend, LlmStream, open_stream, warm_up
 from kame_sim.oracle import OracleItem, OracleQueue, OracleState
 from kame_sim.policy.asr_state import AsrState
 from kame_sim.policy.conversation_log import ConversationLog
@@ -122,6 +122,7 @@ class Session:
         self.oracle = OracleState(parts.tokenizer.start_id, sc.oracle.padding_id)
         self.log = ConversationLog()
         self.streams: dict[int, simpy.Process] = {}  # live stream processes by generation
+        self.llm_streams: dict[int, LlmStream] = {}  # their back-end streams, closed on cancel
         self.stream_count = 0
         self.late_frames = 0
         # the multiplexer's waiting puts: (generation, event) in FIFO order, and the generations
@@ -260,6 +261,11 @@ class Session:
 
     def _cancel(self, generation: int, reason: str) -> None:
         """Interrupt a live stream (its process closes the back-end stream) and record why."""
+        # The back-end stream (a live one's HTTP stream) is closed now, not when the interrupt is
+        # delivered: the session-end cancels come after the last event the environment runs.
+        stream = self.llm_streams.pop(generation, None)
+        if stream is not None:
+            stream.close()
         process = self.streams.pop(generation, None)
         if process is None or not process.is_alive:
             return
@@ -326,7 +332,7 @@ class Session:
         """A poll-loop stream: reset on the first non-blank delta, every delta appended, drops on full."""
         env, row = self.env, self.trace.row
         sid, started = request.stream_id, env.now
-        stream = open_stream(self.parts.llm, request)
+        stream = self.llm_streams[sid] = open_stream(self.parts.llm, request)
         try:
             previous = started
             n_chunks = 0
@@ -353,7 +359,7 @@ class Session:
         """A multiplexer stream: adopted on its first non-blank delta if newer; raw deltas enqueued."""
         env, row = self.env, self.trace.row
         gen, started = request.stream_id, env.now
-        stream = open_stream(self.parts.llm, request)
+        stream = self.llm_streams[gen] = open_stream(self.parts.llm, request)
         try:
             previous = started
             n_chunks = 0
@@ -404,6 +410,10 @@ class Session:
 
     def _stream_end(self, stream: Any, sid: int, started: int, n_chunks: int) -> SimProcess:
         env = self.env
+        if getattr(stream, "cut_at", None) is not None:
+            # A recording cut by a cancel (cassette) ran out: nothing is known after it, so the
+            # stream neither ends nor fails; it stays silent until it is cancelled.
+            yield env.event()
         if stream.error is not None:
             due = started + to_ticks(stream.error_at or 0.0)
             if due > env.now:
@@ -415,6 +425,7 @@ class Session:
         else:
             self.trace.row("llm_done", self._now_s(), stream_id=sid, word_count=n_chunks)
         self.streams.pop(sid, None)
+        self.llm_streams.pop(sid, None)
 
     # -- the audio loop ---------------------------------------------------------------------------
 
@@ -513,9 +524,7 @@ class Session:
 
     def _warmup(self) -> None:
         """KAME's multiplexer sends a one-token request before the session's first stream."""
-        llm = self.parts.llm
-        outcome = llm.warmup() if isinstance(llm, WarmableLlmBackend) else "simulated back-end: nothing sent"
-        self.trace.row("llm_warmup", self._now_s(), detail=outcome)
+        self.trace.row("llm_warmup", self._now_s(), detail=warm_up(self.parts.llm))
 
     def run(self) -> None:
         """Run the session to its last frame; the trace gets run_start/run_end rows around it."""

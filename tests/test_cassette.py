@@ -248,3 +248,111 @@ def test_a_cassette_around_the_simulated_back_end_replays_identically(tmp_path: 
     a = simulated_columns(plain.trace_path)
     assert a.equals(simulated_columns(first.trace_path))
     assert a.equals(simulated_columns(again.trace_path))
+
+
+# -- overlapping and cut streams (the multiplexer), version 1 files, the warm-up ---------------------
+
+
+class Handed:
+    """A live-like stream with fixed chunks; closing it before its end cuts it at ``cut``."""
+
+    def __init__(self, chunks: list[LlmChunk], cut: float = 0.15) -> None:
+        self._chunks, self._cut = chunks, cut
+        self.error: str | None = None
+        self.error_at: float | None = None
+        self.cut_at: float | None = None
+        self.ended = False
+
+    def chunks(self):
+        yield from self._chunks
+        self.ended = True
+
+    def close(self) -> None:
+        if not self.ended:
+            self.cut_at = self._cut
+
+    def received(self) -> LlmPlan:
+        arrived = [c for c in self._chunks if self.cut_at is None or c.at <= self.cut_at]
+        return LlmPlan(arrived, self.error, self.error_at, "openai", self.cut_at)
+
+
+class Streaming:
+    """A streaming back-end handing out the given streams in order."""
+
+    def __init__(self, streams: list[Handed]) -> None:
+        self.streams = streams
+
+    def plan(self, request: LlmRequest) -> LlmPlan:
+        raise AssertionError("opened, not planned")
+
+    def open(self, request: LlmRequest) -> Handed:
+        return self.streams.pop(0)
+
+
+def test_overlapping_recordings_of_one_request_replay_in_start_order(tmp_path: Path):
+    path = tmp_path / "c.arrows"
+    first = Handed([LlmChunk(0.1, "first")])
+    second = Handed([LlmChunk(0.1, "second")])
+    recorder = CassetteLlm(Streaming([first, second]), path, "record")
+    a, b = recorder.open(request("same")), recorder.open(request("same"))
+    assert [c.text for c in b.chunks()] == ["second"]  # the later stream ends (is recorded) first
+    assert [c.text for c in a.chunks()] == ["first"]
+    table, _ = read_cassette(path)
+    assert table.column("text").to_pylist() == ["second", "first"]  # file order: the order they ended
+    assert table.column("plan_index").to_pylist() == [1, 0]  # reserved at the start
+    player = CassetteLlm(None, path, "replay")
+    assert [player.plan(request("same")).chunks[0].text for _ in range(2)] == ["first", "second"]
+
+
+def test_a_cancelled_stream_is_recorded_cut_and_replays_without_an_end(tmp_path: Path):
+    path = tmp_path / "c.arrows"
+    live = Handed([LlmChunk(0.1, "so"), LlmChunk(0.2, " far")], cut=0.15)
+    recorder = CassetteLlm(Streaming([live]), path, "record")
+    stream = recorder.open(request("q"))
+    assert next(stream.chunks()).text == "so"
+    stream.close()
+    stream.close()  # recorded once
+    table, _ = read_cassette(path)
+    assert table.num_rows == 1 and table.column("cut_at").to_pylist() == [0.15]
+    replayed = CassetteLlm(None, path, "replay").open(request("q"))
+    assert [c.text for c in replayed.chunks()] == ["so"]
+    assert replayed.error is None and replayed.cut_at == 0.15  # no llm_done, no invented fault
+
+
+def test_a_version_1_cassette_replays_and_is_upgraded_before_an_append(tmp_path: Path):
+    from kame_sim.llm.cassette import SCHEMA_V1
+
+    path = tmp_path / "v1.arrows"
+    key = request_key("gpt-4.1", kame_messages(request("old")))
+    batch = plan_batch(0, key, "{}", PLANS[0])
+    v1 = pa.RecordBatch.from_arrays(batch.columns[:-1], schema=SCHEMA_V1)
+    with pa.ipc.new_stream(str(path), SCHEMA_V1) as writer:
+        writer.write_batch(v1)
+    assert CassetteLlm(None, path, "replay").plan(request("old")).chunks == PLANS[0].chunks
+    CassetteLlm(Scripted([PLANS[2]]), path, "auto").plan(request("new"))
+    table, _ = read_cassette(path)
+    assert table.schema.metadata == SCHEMA.metadata and table.num_rows == 3
+    player = CassetteLlm(None, path, "replay")
+    assert player.plan(request("old")).chunks == PLANS[0].chunks
+    assert player.plan(request("new")).error == PLANS[2].error
+
+
+def test_the_warm_up_is_recorded_and_replayed(tmp_path: Path):
+    from kame_sim.llm.plan import NOTHING_SENT
+
+    class Warm(Scripted):
+        def warmup_plan(self) -> LlmPlan:
+            return LlmPlan([LlmChunk(0.25, "OK")], source="openai")
+
+        def warmup(self) -> str:
+            return "not used: the cassette records the plan"
+
+    path = tmp_path / "c.arrows"
+    assert CassetteLlm(Warm([]), path, "record").warmup() == "ok in 0.250 s"
+    assert CassetteLlm(None, path, "replay").warmup() == "ok in 0.250 s"
+    simulated = tmp_path / "sim.arrows"
+    assert CassetteLlm(Scripted([]), simulated, "record").warmup() == NOTHING_SENT
+    assert CassetteLlm(None, simulated, "replay").warmup() == NOTHING_SENT
+    other = tmp_path / "other.arrows"
+    CassetteLlm(Scripted(PLANS), other, "record").plan(request("a"))
+    assert CassetteLlm(None, other, "replay").warmup().startswith("cassette miss: ")

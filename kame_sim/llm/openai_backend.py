@@ -1,17 +1,25 @@
-"""A live OpenAI-compatible back-end: real streaming requests, measured chunk times, faults as plans.
+"""A live OpenAI-compatible back-end: real, concurrent streaming requests, measured chunk times.
 
 :class:`OpenAiLlm` sends exactly KAME's request (model, ``[system, user]`` messages, ``stream=True``,
-nothing else) through the real ``openai`` client -- the async one KAME uses, on kame-sim's own event loop in
-a worker thread, so it works from plain synchronous code and from inside someone else's running
-loop alike. It records the monotonic arrival time of every content delta relative to the request
-start; those measured offsets become the plan the simulator replays, so a virtual-time run shows the
-latency the endpoint really had.
+nothing else) through the real ``openai`` client -- the async one KAME uses, on kame-sim's own event
+loop in a daemon worker thread, so it works from plain synchronous code and from inside someone
+else's running loop alike.
+
+:meth:`OpenAiLlm.open` starts a request at once, on that loop, and returns a :class:`LiveStream`:
+the request runs in the background, each content delta is kept with its arrival time (monotonic,
+relative to the ``open()`` call), and :meth:`LiveStream.chunks` hands each chunk over as soon as it
+has arrived -- blocking the caller only until *that* chunk is there. Streams opened later run
+alongside earlier ones on the same loop (KAME's multiplexer keeps up to 7 in flight).
+:meth:`LiveStream.close` cancels the request's task, which closes the HTTP response: the server sees
+the client go, as it does when KAME cancels a superseded stream. :meth:`OpenAiLlm.plan` is the same
+request read to its end. :meth:`OpenAiLlm.warmup` sends KAME's one-token warm-up request.
 
 Faults never escape as exceptions (the simulator must keep running, as KAME's server does): a
 refused or unreachable endpoint, a timeout, HTTP 429/5xx, a stream cut mid-way or a malformed chunk
-become ``LlmPlan(chunks received so far, error="<kind>: <short message>", error_at=<measured>)``.
-Error kinds: ``connect error``, ``timeout``, ``http <status>``, ``stream cut``,
-``malformed chunk``, ``api error`` (an error event inside the stream), ``error`` (anything else).
+end the stream with the chunks received so far and ``error="<kind>: <short message>"`` at the
+measured ``error_at``. Error kinds: ``connect error``, ``timeout``, ``http <status>``,
+``stream cut``, ``malformed chunk``, ``api error`` (an error event inside the stream), ``error``
+(anything else).
 
 The API key is read from the environment variable *named* by ``llm.api_key_env`` and is never
 written anywhere: not in the resolved scenario (only the variable's name is), not in a plan, and it
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -33,9 +42,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kame_sim.errors import InputError
 from kame_sim.llm.content import LlmRequest
-from kame_sim.llm.plan import LlmChunk, LlmPlan
+from kame_sim.llm.plan import (
+    LlmChunk,
+    LlmPlan,
+    LlmStream,
+    PlannedStream,
+    StreamingLlmBackend,
+    read_plan,
+    warm_up,
+    warmup_outcome,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from openai import AsyncOpenAI
 
     from kame_sim.config import LlmSettings
@@ -51,7 +71,14 @@ Sometimes you as Moshi say incorrect things. Pay attention to the User's stateme
 Since the output words will be spoken, do not include any symbols unrelated to pronunciation (e.g., " ー ;). Avoid anything not relevant to pronunciation.
 """.strip()  # noqa: E501
 
+# KAME's multiplexer warms the connection up at session start with a one-token request
+# (kame-reference.md §5b: "Reply OK.", max 1 completion token), non-streamed, to the oracle model.
+WARMUP_MESSAGES: tuple[dict[str, str], ...] = ({"role": "user", "content": "Reply OK."},)
+WARMUP_MAX_COMPLETION_TOKENS = 1
+
 _MAX_MESSAGE = 160
+# How much longer than the request timeout a reader waits for the worker loop before giving up.
+_READER_GRACE = 5.0
 T = TypeVar("T")
 
 
@@ -98,9 +125,15 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for it."""
+        return self.submit(coro).result()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the loop now; its future's ``cancel()`` cancels the task there."""
         if threading.current_thread() is self.thread:
-            raise RuntimeError("OpenAiLlm.plan() called from its own worker loop")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+            coro.close()
+            raise RuntimeError("OpenAiLlm called from its own worker loop (it would wait on itself)")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
         """At interpreter exit: finish async generators, stop and close the loop."""
@@ -141,8 +174,103 @@ def _close_client(worker: _LoopThread, client: Any) -> None:
             future.result(timeout=5)
 
 
+class LiveStream:
+    """One live request, running on the worker loop; chunks are handed over as they arrive.
+
+    Thread-safe hand-over: the loop appends chunks under a condition variable; :meth:`chunks`
+    (the simulator's thread) waits on it only until the next chunk, or the end, is there.
+    """
+
+    def __init__(self, llm: OpenAiLlm, messages: list[dict[str, str]]) -> None:
+        self.error: str | None = None
+        self.error_at: float | None = None
+        self.cut_at: float | None = None
+        self._llm = llm
+        self._clock = llm._clock
+        self.started = self._clock()  # offsets count from here (the back-end's clock)
+        self.ended: float | None = None  # when the request ended (done, failed or closed), same clock
+        self._cond = threading.Condition()
+        self._chunks: list[LlmChunk] = []
+        self._done = False
+        self._closed = False
+        try:
+            self._future: concurrent.futures.Future[None] | None = llm._worker.submit(self._run(messages))
+        except Exception as exc:  # e.g. the worker loop is gone (interpreter exit)
+            self._future = None
+            self._finish(f"error: {type(exc).__name__}: {_short(str(exc))}")
+
+    @property
+    def done(self) -> bool:
+        """The request has ended (completed, failed or closed)."""
+        return self._done or self._closed
+
+    async def _run(self, messages: list[dict[str, str]]) -> None:
+        try:
+            error = await self._llm._request(messages, self._add, self.started)
+        except asyncio.CancelledError:  # close(): it already marked the stream
+            raise
+        except BaseException as exc:  # never leave a reader waiting
+            error = f"error: {type(exc).__name__}: {_short(str(exc))}"
+        self._finish(error)
+
+    def _add(self, at: float, text: str) -> None:
+        with self._cond:
+            if not self._closed:
+                self._chunks.append(LlmChunk(at, text))
+                self._cond.notify_all()
+
+    def _finish(self, error: str | None) -> None:
+        with self._cond:
+            if not self._closed:
+                if error is not None:
+                    self.error = self._llm._mask(error)
+                    self.error_at = self._clock() - self.started
+                self.ended = self._clock()
+            self._done = True
+            self._cond.notify_all()
+
+    def chunks(self) -> Iterator[LlmChunk]:
+        """Each chunk as soon as it has arrived; ends when the request does (or was closed)."""
+        i = 0
+        patience = self._llm.request_timeout + _READER_GRACE
+        while True:
+            with self._cond:
+                arrived = self._cond.wait_for(
+                    lambda n=i: n < len(self._chunks) or self._done or self._closed, patience
+                )
+                chunk = self._chunks[i] if i < len(self._chunks) else None
+            if chunk is not None:
+                i += 1
+                yield chunk
+            elif arrived:
+                return  # ended (or closed) with every chunk handed over
+            else:  # the worker loop stopped answering (it has its own timeout): end as a timeout
+                self.close()
+                self.cut_at = None
+                self.error = f"timeout: no answer from the worker loop in {patience:g} s"
+                self.error_at = self._clock() - self.started
+                return
+
+    def close(self) -> None:
+        """Cancel the request if it is still running (the HTTP stream is closed); else nothing."""
+        with self._cond:
+            if self._done or self._closed:
+                return
+            self._closed = True
+            self.ended = self._clock()
+            self.cut_at = self.ended - self.started
+            self._cond.notify_all()
+        if self._future is not None:
+            self._future.cancel()  # cancels the task on the loop (thread-safe)
+
+    def received(self) -> LlmPlan:
+        """What arrived: the whole plan once done, or the chunks before the close (``cut_at``)."""
+        with self._cond:
+            return LlmPlan(list(self._chunks), self.error, self.error_at, "openai", self.cut_at)
+
+
 class OpenAiLlm:
-    """Live streaming chat completions; each ``plan()`` is one real request, measured."""
+    """Live streaming chat completions: ``open()`` starts one real request, measured, concurrently."""
 
     def __init__(
         self,
@@ -192,14 +320,26 @@ class OpenAiLlm:
     def messages(self, request: LlmRequest) -> list[dict[str, str]]:
         return kame_messages(request, self.system_prompt)
 
+    def open(self, request: LlmRequest) -> LiveStream:
+        """Start the request now, in the background; read its chunks as they arrive."""
+        return LiveStream(self, self.messages(request))
+
     def plan(self, request: LlmRequest) -> LlmPlan:
-        """Make the request now and return what arrived when (never raises for a fault)."""
+        """Make the request now, read it to its end, and return what arrived when (never raises)."""
+        return read_plan(self.open(request))
+
+    def warmup_plan(self) -> LlmPlan:
+        """KAME's warm-up request; its reply as one chunk at the measured time, or its fault."""
+        t0 = self._clock()
         try:
-            return self._worker.run(self._stream(self.messages(request)))
-        except Exception as exc:  # the simulator must never see an exception
-            return LlmPlan(
-                [], error=self._mask(f"error: {type(exc).__name__}: {_short(str(exc))}"), error_at=0.0
-            )
+            return self._worker.run(self._warmup(t0))
+        except Exception as exc:
+            error = self._mask(f"error: {type(exc).__name__}: {_short(str(exc))}")
+            return LlmPlan([], error=error, error_at=self._clock() - t0, source="openai")
+
+    def warmup(self) -> str:
+        """Send the warm-up; a one-line outcome for the trace (``ok in 0.213 s`` or the fault)."""
+        return warmup_outcome(self.warmup_plan())
 
     def _mask(self, text: str) -> str:
         """Hide the key, and any 8+ character prefix of it (a message cut short can end mid-key)."""
@@ -216,12 +356,13 @@ class OpenAiLlm:
         out.append(text[i:])
         return "".join(out)
 
-    async def _stream(self, messages: list[dict[str, str]]) -> LlmPlan:
-        import openai
+    async def _request(self, messages: list[dict[str, str]], emit: Any, t0: float) -> str | None:
+        """Stream one completion, calling ``emit(offset, text)`` per content delta; the fault or None.
 
-        chunks: list[LlmChunk] = []
+        A cancel (``LiveStream.close``) raises CancelledError in here: leaving ``async with stream``
+        closes the HTTP response, so the server sees the connection go.
+        """
         perf = self._clock
-        t0 = perf()
         responded = False
         try:
             async with asyncio.timeout(self.request_timeout):
@@ -231,32 +372,52 @@ class OpenAiLlm:
                     stream=True,
                 )
                 responded = True
-                async for chunk in stream:
-                    if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                        chunks.append(LlmChunk(perf() - t0, chunk.choices[0].delta.content))
-        except TimeoutError:
-            error = f"timeout: stream not finished within {self.request_timeout:g} s"
-        except openai.APITimeoutError:
-            error = f"timeout: no data for {self.request_timeout:g} s"
-        except openai.APIStatusError as exc:
-            error = f"http {exc.status_code}: {_short(_status_message(exc))}"
-        except openai.APIConnectionError as exc:
+                async with stream:
+                    async for chunk in stream:
+                        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                            emit(perf() - t0, chunk.choices[0].delta.content)
+        except Exception as exc:
+            return self._classify(exc, responded)
+        return None
+
+    async def _warmup(self, t0: float) -> LlmPlan:
+        perf = self._clock
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                response = await self._client.chat.completions.create(
+                    model=self.model,
+                    messages=[dict(m) for m in WARMUP_MESSAGES],  # type: ignore[misc]
+                    max_completion_tokens=WARMUP_MAX_COMPLETION_TOKENS,
+                )
+            choices = getattr(response, "choices", None) or []
+            text = (choices[0].message.content or "") if choices and choices[0].message else ""
+        except Exception as exc:
+            error = self._mask(self._classify(exc, responded=False))
+            return LlmPlan([], error=error, error_at=perf() - t0, source="openai")
+        return LlmPlan([LlmChunk(perf() - t0, text)], source="openai")
+
+    def _classify(self, exc: Exception, responded: bool) -> str:
+        """``"<kind>: <short message>"`` for a fault (unmasked; the caller masks it)."""
+        import openai
+
+        if isinstance(exc, TimeoutError):
+            return f"timeout: stream not finished within {self.request_timeout:g} s"
+        if isinstance(exc, openai.APITimeoutError):
+            return f"timeout: no data for {self.request_timeout:g} s"
+        if isinstance(exc, openai.APIStatusError):
+            return f"http {exc.status_code}: {_short(_status_message(exc))}"
+        if isinstance(exc, openai.APIConnectionError):
             detail = _short(_root_cause(exc))
-            error = f"stream cut: {detail}" if responded else f"connect error: {detail}"
-        except json.JSONDecodeError as exc:
-            error = f"malformed chunk: {_short(str(exc))}"
-        except openai.APIError as exc:
-            error = f"api error: {_short(exc.message)}"
-        except Exception as exc:  # e.g. a bare httpx error from an older openai
-            name = type(exc).__name__
-            if "Timeout" in name:
-                error = f"timeout: {name}"
-            else:
-                kind = "stream cut" if responded else "error"
-                error = f"{kind}: {name}: {_short(str(exc))}"
-        else:
-            return LlmPlan(chunks, source="openai")
-        return LlmPlan(chunks, error=self._mask(error), error_at=perf() - t0, source="openai")
+            return f"stream cut: {detail}" if responded else f"connect error: {detail}"
+        if isinstance(exc, json.JSONDecodeError):
+            return f"malformed chunk: {_short(str(exc))}"
+        if isinstance(exc, openai.APIError):
+            return f"api error: {_short(exc.message)}"
+        name = type(exc).__name__  # e.g. a bare httpx error from an older openai
+        if "Timeout" in name:
+            return f"timeout: {name}"
+        kind = "stream cut" if responded else "error"
+        return f"{kind}: {name}: {_short(str(exc))}"
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -299,11 +460,48 @@ def scale_plan(plan: LlmPlan, factor: float) -> LlmPlan:
         error=plan.error,
         error_at=None if plan.error_at is None else plan.error_at * factor,
         source=plan.source,
+        cut_at=None if plan.cut_at is None else plan.cut_at * factor,
     )
 
 
+class ScaledStream:
+    """A stream with every time multiplied by ``factor``; closing it closes the inner one."""
+
+    def __init__(self, inner: LlmStream, factor: float) -> None:
+        self.inner = inner
+        self.factor = factor
+
+    def _scaled(self, value: float | None) -> float | None:
+        return None if value is None else value * self.factor
+
+    @property
+    def error(self) -> str | None:
+        return self.inner.error
+
+    @property
+    def error_at(self) -> float | None:
+        return self._scaled(self.inner.error_at)
+
+    @property
+    def cut_at(self) -> float | None:
+        return self._scaled(getattr(self.inner, "cut_at", None))
+
+    def chunks(self) -> Iterator[LlmChunk]:
+        for chunk in self.inner.chunks():
+            yield LlmChunk(chunk.at * self.factor, chunk.text)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def received(self) -> LlmPlan:
+        return scale_plan(self.inner.received(), self.factor)
+
+
 class ScaledLlm:
-    """Wraps a back-end and scales its plans' times (``llm.time_scale``); cassettes keep raw times."""
+    """Wraps a back-end and scales its times (``llm.time_scale``); cassettes keep raw times.
+
+    Streams too: a live (streaming) back-end's chunks are scaled as they arrive.
+    """
 
     def __init__(self, inner: Any, factor: float) -> None:
         self.inner = inner
@@ -311,3 +509,12 @@ class ScaledLlm:
 
     def plan(self, request: LlmRequest) -> LlmPlan:
         return scale_plan(self.inner.plan(request), self.factor)
+
+    def open(self, request: LlmRequest) -> LlmStream:
+        if isinstance(self.inner, StreamingLlmBackend):
+            return ScaledStream(self.inner.open(request), self.factor)
+        return PlannedStream(self.plan(request))
+
+    def warmup(self) -> str:
+        """The inner back-end's warm-up (its outcome is a wall-time measurement: not scaled)."""
+        return warm_up(self.inner)

@@ -1,10 +1,12 @@
-"""LLM back-ends as *plans*: what a stream will deliver, and when, relative to its start.
+"""LLM back-ends as *plans* and *streams*: what a stream delivers, and when, relative to its start.
 
-The simulator asks a back-end for a plan when the stream manager starts a stream, then replays the
-plan in simulated time (and stops replaying when the stream is cancelled). This is the seam that
-lets simulated, recorded (cassette) and live back-ends sit side by side: a live back-end makes the
-real request at once, measures when each chunk arrived, and those measured offsets become the
-simulated delays, so a virtual-time run shows the latency the back-end really had.
+The simulator opens a stream (:func:`open_stream`) when the policy starts one and consumes its chunks
+in simulated time, each at its offset from the stream's start; a cancel closes it. A simulated or
+recorded back-end knows the whole plan up front (:class:`PlannedStream` replays it); a live one
+(:class:`StreamingLlmBackend`) starts the real request at once, in the background, and hands each
+chunk over as soon as it has arrived, with its measured offset: overlapping streams run
+concurrently, and those offsets become the simulated delays, so a virtual-time run shows the latency
+the back-end really had.
 """
 
 from __future__ import annotations
@@ -27,12 +29,18 @@ class LlmChunk:
 
 @dataclass(frozen=True)
 class LlmPlan:
-    """A stream's chunks in time order; ``error`` ends the stream at ``error_at`` (a fault)."""
+    """A stream's chunks in time order; ``error`` ends the stream at ``error_at`` (a fault).
+
+    ``cut_at``: the stream was cancelled (closed by the client) at that offset before it ended, so
+    the plan holds only what had arrived by then and nothing is known after it; replayed, such a
+    plan delivers its chunks and then stays silent until it is cancelled again (no end is invented).
+    """
 
     chunks: list[LlmChunk] = field(default_factory=list)
     error: str | None = None
     error_at: float | None = None
     source: str = "simulated"
+    cut_at: float | None = None
 
 
 class LlmBackend(Protocol):
@@ -81,15 +89,20 @@ class LlmStream(Protocol):
 
     A live back-end's :meth:`chunks` may block (in wall time) until the next chunk has really
     arrived; :meth:`close` ends the request (closes the HTTP stream) when the policy cancels it.
-    ``error``/``error_at`` are read once :meth:`chunks` is exhausted.
+    ``error``/``error_at``/``cut_at`` are read once :meth:`chunks` is exhausted; ``cut_at`` set
+    means "a recording that was cut by a cancel": the stream neither ends nor fails, it goes silent.
+    :meth:`received` is everything that arrived (what a cassette records), also after a close.
     """
 
     error: str | None
     error_at: float | None
+    cut_at: float | None
 
     def chunks(self) -> Iterator[LlmChunk]: ...
 
     def close(self) -> None: ...
+
+    def received(self) -> LlmPlan: ...
 
 
 @runtime_checkable
@@ -113,6 +126,7 @@ class PlannedStream:
         self.plan = plan
         self.error = plan.error
         self.error_at = plan.error_at
+        self.cut_at = plan.cut_at
 
     def chunks(self) -> Iterator[LlmChunk]:
         error_at = self.plan.error_at
@@ -124,9 +138,43 @@ class PlannedStream:
     def close(self) -> None:
         """Nothing was opened."""
 
+    def received(self) -> LlmPlan:
+        return self.plan
+
 
 def open_stream(backend: LlmBackend, request: LlmRequest) -> LlmStream:
     """The back-end's own stream when it streams live, else its plan replayed."""
     if isinstance(backend, StreamingLlmBackend):
         return backend.open(request)
     return PlannedStream(backend.plan(request))
+
+
+def read_plan(stream: LlmStream) -> LlmPlan:
+    """Consume ``stream`` to its end (blocking) and return everything it delivered, as a plan."""
+    for _ in stream.chunks():
+        pass
+    return stream.received()
+
+
+# -- the warm-up (kame-reference §5b) ----------------------------------------------------------
+
+NOTHING_SENT = "simulated back-end: nothing sent"
+
+
+def warmup_outcome(plan: LlmPlan) -> str:
+    """The ``llm_warmup`` detail of a warm-up's plan: its error, ``ok in S s``, or nothing sent."""
+    if plan.error is not None:
+        return plan.error
+    if not plan.chunks:
+        return NOTHING_SENT
+    return f"ok in {plan.chunks[-1].at:.3f} s"
+
+
+def warm_up(backend: object) -> str:
+    """Send the back-end's warm-up if it has one; never raises (a failed warm-up is a trace row)."""
+    if not isinstance(backend, WarmableLlmBackend):
+        return NOTHING_SENT
+    try:
+        return backend.warmup()
+    except Exception as exc:  # the run must go on, as KAME's server does
+        return f"error: {type(exc).__name__}"

@@ -246,6 +246,8 @@ class ServeStats:
     completed: int = 0
     client_gone: int = 0
     faults: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0  # chat-completion requests being answered right now
+    max_in_flight: int = 0  # the most at once (overlapping streams)
 
 
 class _State:
@@ -289,6 +291,20 @@ class _State:
 
 
 STATE = web.AppKey("kame_sim_serve_state", _State)
+
+
+@web.middleware
+async def _count_in_flight(request: web.Request, handler: Any) -> web.StreamResponse:
+    """``stats.in_flight`` / ``max_in_flight``: how many completions are being answered at once."""
+    if request.path != "/v1/chat/completions":
+        return await handler(request)
+    stats = request.app[STATE].stats
+    stats.in_flight += 1
+    stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+    try:
+        return await handler(request)
+    finally:
+        stats.in_flight -= 1
 
 
 def _error_response(status: int, message: str, type_: str, code: str | None) -> web.Response:
@@ -347,6 +363,9 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         )
 
     pieces = chunk_reply(state.content.reply(messages), config.words_per_chunk)
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))  # a word stands for a token
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        pieces = chunk_reply(" ".join("".join(pieces).split()[:limit]), config.words_per_chunk)
     # Offsets of content chunks from the request start: TTFT, then one gap per later chunk.
     offsets: list[float] = []
     at = state.ttft.draw()
@@ -469,6 +488,7 @@ def create_app(config: ServeLlmConfig, clock: ServeClock | None = None) -> web.A
     app[STATE] = _State(config, clock)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_get("/v1/models", _models)
+    app.middlewares.append(_count_in_flight)
     return app
 
 
