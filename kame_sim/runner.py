@@ -19,12 +19,16 @@ from kame_sim.delays import component_rng
 from kame_sim.errors import InputError
 from kame_sim.frontend.behavioural import BehaviouralFrontend
 from kame_sim.frontend.protocol import Frontend
+from kame_sim.llm.cassette import CassetteLlm
 from kame_sim.llm.content import LlmContentSource, OracleRawReplay, ProgressiveHintSource
+from kame_sim.llm.openai_backend import OpenAiLlm, ScaledLlm
 from kame_sim.llm.plan import LlmBackend, SimulatedLlm
+from kame_sim.replay.oracle_replay import load_oracle_schedule
 from kame_sim.run_dir import prepare_run_dir
 from kame_sim.sim import ProgressCallback, Session, SessionParts
 from kame_sim.stt.events import SttEvent
 from kame_sim.stt.simulated import schedule_stt_events
+from kame_sim.stt.whisper import whisper_stt_events
 from kame_sim.tokenizer import TextTokenizer
 from kame_sim.trace.schema import TRACE_FILENAME
 from kame_sim.trace.writer import TraceWriter
@@ -60,7 +64,8 @@ def load_run_conversation(scenario: Scenario) -> Conversation:
 def build_frontend(scenario: Scenario, audio_out: Path | None = None) -> tuple[Frontend, TextTokenizer]:
     """The scenario's front-end and the tokenizer oracle text must be encoded with.
 
-    The real front-end (torch) is imported only when a scenario asks for it. Its tokenizer is the
+    The real front-end (torch, moshi: seconds to import) is imported only when a scenario asks for
+    it; that is the one import kept inside a function. Its tokenizer is the
     checkpoint's unless ``oracle.tokenizer`` names another one of the same vocabulary size.
     """
     settings = scenario.frontend
@@ -101,8 +106,6 @@ def build_llm(
     if pure_replay:
         inner = None
     elif settings.kind == "openai":
-        from kame_sim.llm.openai_backend import OpenAiLlm
-
         inner = OpenAiLlm.from_settings(settings, environ)
     else:
         cs = scenario.conversation
@@ -126,8 +129,6 @@ def build_llm(
         )
     llm: LlmBackend | None = inner
     if settings.cassette is not None:
-        from kame_sim.llm.cassette import CassetteLlm
-
         llm = CassetteLlm(
             inner,
             settings.cassette,
@@ -138,8 +139,6 @@ def build_llm(
         )
     assert llm is not None
     if settings.time_scale != 1.0:
-        from kame_sim.llm.openai_backend import ScaledLlm
-
         llm = ScaledLlm(llm, settings.time_scale)
     return llm
 
@@ -147,8 +146,6 @@ def build_llm(
 def build_stt_events(scenario: Scenario, conversation: Conversation) -> list[SttEvent]:
     """The user channel's STT results: simulated from the word timestamps, or faster-whisper."""
     if scenario.stt.kind == "whisper":
-        from kame_sim.stt.whisper import whisper_stt_events
-
         return whisper_stt_events(scenario, conversation)
     return schedule_stt_events(
         conversation.words_of(scenario.conversation.user_speaker),
@@ -168,8 +165,6 @@ def build_session_parts(
     llm = build_llm(scenario, conversation)
     oracle_replay = None
     if scenario.replay.oracle_from is not None:
-        from kame_sim.replay.oracle_replay import load_oracle_schedule
-
         oracle_replay = load_oracle_schedule(scenario.replay.oracle_from)
     return SessionParts(
         scenario=scenario,
