@@ -306,6 +306,68 @@ def presets() -> None:
     console.print(table)
 
 
+@app.command("metrics")
+def metrics_command(
+    paths: Annotated[
+        list[Path], typer.Argument(help="run directories, trace files (.arrows/.arrow) or sweep directories")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (runs with their turns)")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print CSV: one row per run")] = False,
+    per_turn: Annotated[bool, typer.Option(help="CSV: one row per user turn instead of per run")] = False,
+    out: Annotated[Path | None, typer.Option(help="write the JSON or CSV to this file")] = None,
+    references: Annotated[
+        bool, typer.Option(help="rebuild the real replies from the conversation for reply_f1")
+    ] = True,
+) -> None:
+    """Every per-run and per-turn metric of one or more runs (docs/metrics.md)."""
+    from kame_sim.export.metrics_table import render, run_records, to_csv, to_json, write_output
+    from kame_sim.export.sources import find_runs
+
+    with _user_errors():
+        if as_json and as_csv:
+            raise InputError("<cli>", "--csv", "choose one of --json and --csv")
+        if out is not None and not (as_json or as_csv):
+            if out.suffix.lower() not in (".json", ".csv"):
+                raise InputError(out, "--out", "pass --json or --csv (or name a .json or .csv file)")
+            as_json, as_csv = out.suffix.lower() == ".json", out.suffix.lower() == ".csv"
+        if per_turn and not as_csv:
+            raise InputError("<cli>", "--per-turn", "only for --csv (JSON and tables hold both levels)")
+        found = find_runs(paths)
+        records = run_records(found.runs, references)
+        for note in [*found.notes, *(n for r in records for n in r.notes)]:
+            err_console.print(note, highlight=False, soft_wrap=True, markup=False)
+        if as_json or as_csv:
+            text = to_json(records) if as_json else to_csv(records, per_turn)
+            write_output(text, out, sys.stdout)
+        else:
+            render(records, console)
+    if out is not None:
+        err_console.print(f"wrote {out}", highlight=False)
+
+
+@app.command("export")
+def export_command(
+    paths: Annotated[list[Path], typer.Argument(help="sweep directories, run directories or trace files")],
+    parquet: Annotated[
+        Path, typer.Option(help="dataset directory (new, empty, or an earlier export, which is replaced)")
+    ],
+) -> None:
+    """Every event of many runs as ONE hive-partitioned Parquet dataset (conversation_id, policy)."""
+    from kame_sim.export.dataset import export_parquet
+
+    with _user_errors():
+        result = export_parquet(paths, parquet)
+    for note in result.notes:
+        err_console.print(note, highlight=False, soft_wrap=True, markup=False)
+    shown = ", ".join(result.parameter_keys) or "none"
+    console.print(
+        f"{result.rows} events of {result.runs} run(s) in {len(result.files)} file(s): "
+        f"[bold]{result.out_dir}[/] (parameters: {shown})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -30,6 +30,7 @@ from kame_sim.stt.events import SttEvent
 from kame_sim.stt.simulated import schedule_stt_events
 from kame_sim.stt.whisper import whisper_stt_events
 from kame_sim.tokenizer import TextTokenizer
+from kame_sim.trace.ipc_file import write_ipc_file
 from kame_sim.trace.schema import TRACE_FILENAME
 from kame_sim.trace.writer import TraceWriter
 
@@ -207,8 +208,13 @@ def run_scenario(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     audio_out: Path | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> RunResult:
-    """Validate, prepare, simulate. The trace is closed (and flushed) even if the run crashes."""
+    """Validate, prepare, simulate. The trace is closed (and flushed) even if the run crashes.
+
+    ``metadata`` adds schema metadata (a sweep's ``kame_sim.run_id`` and ``kame_sim.parameters``).
+    Only a run that ends normally also gets ``trace.arrow``, the IPC-file copy of the stream.
+    """
     conversation = load_run_conversation(scenario)
     parts = build_session_parts(scenario, conversation, audio_out)
     run_dir = run_dir or default_run_dir(scenario, conversation.id)
@@ -217,6 +223,8 @@ def run_scenario(
         json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n", encoding="utf-8"
     )
     trace_file = run_dir / TRACE_FILENAME
-    with TraceWriter(trace_file, trace_metadata(scenario, conversation, parts.tokenizer)) as trace:
+    meta = {**trace_metadata(scenario, conversation, parts.tokenizer), **(metadata or {})}
+    with TraceWriter(trace_file, meta) as trace:
         Session(parts, trace, progress).run()
+    write_ipc_file(trace_file)
     return RunResult(run_dir, trace_file, conversation.id)

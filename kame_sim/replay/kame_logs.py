@@ -33,6 +33,7 @@ from kame_sim import __version__
 from kame_sim.config import Scenario
 from kame_sim.errors import InputError
 from kame_sim.run_dir import prepare_run_dir
+from kame_sim.trace.ipc_file import write_ipc_file
 from kame_sim.trace.schema import TRACE_FILENAME
 from kame_sim.trace.writer import TraceWriter
 
@@ -288,4 +289,5 @@ def import_kame_logs(
         for when, _, event, columns in ordered:
             trace.row(event, when, **columns)
         trace.row("run_end", end, frame=round(end / frame_s), detail="ok")
+    write_ipc_file(trace_file)
     return trace_file

@@ -126,6 +126,12 @@ def metrics_row(trace: TraceData, conversation: Conversation | None = None) -> d
     return run_metrics.as_row()
 
 
+def run_metadata(task: RunTask) -> dict[str, str]:
+    """What a sweep adds to each trace's schema metadata: the run id and the swept values (JSON,
+    in the sweep's parameter order), so a trace file alone says which design point it is."""
+    return {"kame_sim.run_id": task.run_id, "kame_sim.parameters": json.dumps(task.parameters)}
+
+
 def execute_run(task: RunTask) -> RunOutcome:
     """Run one sweep run from scratch and write its ``metrics.json`` (runs in a worker).
 
@@ -139,7 +145,7 @@ def execute_run(task: RunTask) -> RunOutcome:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         scenario = scenario_from_dict(task.scenario, run_dir / "scenario.resolved.json")
-        result = run_scenario(scenario, run_dir)
+        result = run_scenario(scenario, run_dir, metadata=run_metadata(task))
         conversation_id = result.conversation_id
         trace = read_trace(result.run_dir)
         if not trace.complete:

@@ -34,26 +34,49 @@ def trace_path(path: Path) -> Path:
     return path / TRACE_FILENAME if path.is_dir() else path
 
 
+def _is_ipc_file(file: Path) -> bool:
+    """An Arrow IPC file (``trace.arrow``) starts with the magic ``ARROW1``; a stream does not."""
+    try:
+        with open(file, "rb") as f:
+            return f.read(6) == b"ARROW1"
+    except OSError:
+        return False
+
+
 def read_trace(path: Path) -> TraceData:
-    """Read every complete record batch; a torn last batch is reported, not fatal."""
+    """Read every complete record batch; a torn last batch is reported, not fatal.
+
+    Reads the streamed ``trace.arrows`` (a run directory means that one) and also the IPC file
+    ``trace.arrow`` written at the end of a run.
+    """
     file = trace_path(path)
     if not file.exists():
-        raise InputError(file, None, "no trace here (expected a run directory or a .arrows file)")
+        raise InputError(file, None, "no trace here (expected a run directory, a .arrows or a .arrow file)")
     batches: list[pa.RecordBatch] = []
     truncated = False
-    try:
-        reader = pa.ipc.open_stream(pa.OSFile(str(file), "rb"))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(file, "schema", f"not an Arrow IPC stream, or its header is torn ({exc})") from None
-    schema = reader.schema
-    while True:
+    if _is_ipc_file(file):
+        # trace.arrow, written whole at the end of a run: all or nothing (no torn batches).
         try:
-            batches.append(reader.read_next_batch())
-        except StopIteration:
-            break
-        except (pa.ArrowInvalid, OSError):
-            truncated = True
-            break
+            whole = pa.ipc.open_file(str(file))
+            schema = whole.schema
+            batches = [whole.get_batch(i) for i in range(whole.num_record_batches)]
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(file, "schema", f"a torn or damaged Arrow IPC file ({exc})") from None
+    else:
+        try:
+            reader = pa.ipc.open_stream(pa.OSFile(str(file), "rb"))
+        except (pa.ArrowInvalid, OSError) as exc:
+            message = f"not an Arrow IPC stream, or its header is torn ({exc})"
+            raise InputError(file, "schema", message) from None
+        schema = reader.schema
+        while True:
+            try:
+                batches.append(reader.read_next_batch())
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError):
+                truncated = True
+                break
     raw = schema.metadata or {}
     metadata = {k.decode(): v.decode() for k, v in raw.items()}
     version = metadata.get("kame_sim.schema_version")
