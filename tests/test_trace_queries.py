@@ -115,7 +115,7 @@ def test_readme_polars_export_query(export_dir: Path, monkeypatch: pytest.Monkey
 
 
 def test_readme_pandas_export_query(export_dir: Path, monkeypatch: pytest.MonkeyPatch):
-    pytest.importorskip("pandas")  # not in requirements.lock yet: skipped where it is missing
+    pytest.importorskip("pandas")
     wait = run_readme_query("pandas", export_dir, monkeypatch)["wait"]
     medians = wait.groupby("llm.ttft.median").start_to_oracle_s.median()
     assert list(medians.index) == [0.25, 0.5, 1.0, 2.0, 4.0]
