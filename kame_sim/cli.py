@@ -79,14 +79,20 @@ def run(
     audio_out: Annotated[
         Path | None, typer.Option(help="kame front-end only: write a stereo wav (user left, front-end right)")
     ] = None,
+    save_schedule: Annotated[
+        Path | None, typer.Option(help="also write the delays the run realised as a schedule (JSON)")
+    ] = None,
 ) -> None:
     """Run one scenario and write its trace; ends with a summary table."""
     from kame_sim.metrics.summary import summarize
     from kame_sim.report_text import render_summary
     from kame_sim.runner import run_scenario
+    from kame_sim.schedule import check_schedule_target, schedule_from_trace
     from kame_sim.trace import read_trace
 
     with _user_errors():
+        if save_schedule is not None:
+            check_schedule_target(save_schedule, "--save-schedule")
         sc = load_scenario(scenario, _overrides(conversation, conversation_id, seed, set_ or []))
         progress = Progress(
             TextColumn("[bold]simulating[/]"),
@@ -105,9 +111,14 @@ def run(
                 progress.update(task, completed=done, total=total)
 
             result = run_scenario(sc, out, overwrite, report, audio_out)
-        summary = summarize(read_trace(result.trace_path))
+        data = read_trace(result.trace_path)
+        summary = summarize(data)
         render_summary(summary, console, f"kame-sim run · {sc.run.name}")
         console.print(f"trace: [bold]{result.trace_path}[/]")
+        if save_schedule is not None:
+            saved = schedule_from_trace(data)
+            saved.write(save_schedule)
+            console.print(f"schedule: [bold]{save_schedule}[/] ({len(saved)} delays)")
         if audio_out is not None:
             console.print(f"audio: [bold]{audio_out}[/] (user left, front-end right)")
 
@@ -134,6 +145,29 @@ def trace_show(
             rows = data.table.slice(0, events).drop_columns(["wall_s", "step_wall_s"]).to_pylist()
             for row in rows:
                 console.print({k: v for k, v in row.items() if v is not None}, highlight=False)
+
+
+@app.command()
+def schedule(
+    path: Annotated[Path, typer.Argument(help="run directory or trace.arrows file")],
+    out: Annotated[Path | None, typer.Option(help="schedule file to write (default: print it)")] = None,
+) -> None:
+    """Write the delays a trace realised as a schedule (replay it with [delays] schedule)."""
+    from kame_sim.schedule import check_schedule_target, schedule_from_trace
+    from kame_sim.trace import read_trace
+
+    with _user_errors():
+        if out is not None:
+            check_schedule_target(out, "--out")
+        data = read_trace(path)
+        if data.truncated:
+            err_console.print("warning: the last record batch is torn; using the complete ones")
+        extracted = schedule_from_trace(data)
+    if out is None:
+        sys.stdout.write(extracted.to_json())
+        return
+    extracted.write(out)
+    console.print(f"schedule: [bold]{out}[/] ({len(extracted)} delays)")
 
 
 def _progress_bar(label: str, quiet: bool) -> Progress:

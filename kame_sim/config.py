@@ -240,6 +240,17 @@ class ReplaySettings(_Section):
     oracle_from: Path | None = Field(None, description="trace whose oracle_enqueue rows are replayed")
 
 
+class DelaysSettings(_Section):
+    """Explicit delays instead of draws (kame_sim/schedule.py, docs/schedules.md).
+
+    ``schedule`` is a JSON file of delays attached to events (an STT partial or final, a stream's
+    TTFT, chunk gap or fault); the simulated STT and LLM use them where they apply and draw the rest
+    from their models, as a run without a schedule would.
+    """
+
+    schedule: Path | None = Field(None, description="schedule file whose delays replace the draws")
+
+
 FRONTEND_KINDS = frozenset({"behavioural", "kame"})
 FrontendSettings = Annotated[BehaviouralSettings | KameSettings, Field(discriminator="kind")]
 
@@ -255,6 +266,7 @@ class Scenario(_Section):
     oracle: OracleSettings = Field(default_factory=OracleSettings)
     frontend: FrontendSettings = Field(default_factory=BehaviouralSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    delays: DelaysSettings = Field(default_factory=DelaysSettings)
 
     @property
     def frame_seconds(self) -> float:
@@ -262,8 +274,15 @@ class Scenario(_Section):
         return self.conversation.frame_samples / self.conversation.sample_rate
 
     def resolved_json(self) -> str:
-        """The resolved settings as canonical JSON (sorted keys) for trace metadata and hashing."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The resolved settings as canonical JSON (sorted keys) for trace metadata and hashing.
+
+        An unset ``[delays]`` section is left out, so a run without a schedule resolves (and a sweep
+        run's id hashes) exactly as before the section existed.
+        """
+        data = self.model_dump(mode="json")
+        if self.delays.schedule is None:
+            del data["delays"]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -346,6 +365,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         ("stt", "model_dir"),
         ("stt", "cassette"),
         ("replay", "oracle_from"),
+        ("delays", "schedule"),
         ("run", "output_dir"),
     ):
         table = data.get(section)

@@ -25,6 +25,7 @@ from kame_sim.llm.openai_backend import OpenAiLlm, ScaledLlm
 from kame_sim.llm.plan import LlmBackend, SimulatedLlm
 from kame_sim.replay.oracle_replay import load_oracle_schedule
 from kame_sim.run_dir import prepare_run_dir
+from kame_sim.schedule import DelaySchedule, scenario_schedule
 from kame_sim.sim import ProgressCallback, Session, SessionParts
 from kame_sim.stt.events import SttEvent
 from kame_sim.stt.simulated import schedule_stt_events
@@ -89,7 +90,10 @@ def build_frontend(scenario: Scenario, audio_out: Path | None = None) -> tuple[F
 
 
 def build_llm(
-    scenario: Scenario, conversation: Conversation, environ: Mapping[str, str] | None = None
+    scenario: Scenario,
+    conversation: Conversation,
+    environ: Mapping[str, str] | None = None,
+    schedule: DelaySchedule | None = None,
 ) -> LlmBackend:
     """The scenario's LLM back-end: simulated or live, behind a cassette and a time scale if asked.
 
@@ -127,6 +131,7 @@ def build_llm(
             settings.ttft.sampler(component_rng(seed, "llm.ttft")),
             settings.inter_chunk.sampler(component_rng(seed, "llm.inter_chunk")),
             settings.words_per_chunk,
+            schedule,
         )
     llm: LlmBackend | None = inner
     if settings.cassette is not None:
@@ -144,7 +149,9 @@ def build_llm(
     return llm
 
 
-def build_stt_events(scenario: Scenario, conversation: Conversation) -> list[SttEvent]:
+def build_stt_events(
+    scenario: Scenario, conversation: Conversation, schedule: DelaySchedule | None = None
+) -> list[SttEvent]:
     """The user channel's STT results: simulated from the word timestamps, or faster-whisper."""
     if scenario.stt.kind == "whisper":
         return whisper_stt_events(scenario, conversation)
@@ -154,16 +161,26 @@ def build_stt_events(scenario: Scenario, conversation: Conversation) -> list[Stt
         scenario.stt.partial_delay.sampler(component_rng(scenario.run.seed, "stt.partial")),
         scenario.stt.final_delay.sampler(component_rng(scenario.run.seed, "stt.final")),
         scenario.stt.emit_partials,
+        schedule,
     )
 
 
 def build_session_parts(
-    scenario: Scenario, conversation: Conversation, audio_out: Path | None = None
+    scenario: Scenario,
+    conversation: Conversation,
+    audio_out: Path | None = None,
+    schedule: DelaySchedule | None = None,
 ) -> SessionParts:
-    """Prepare the session: tokenizer, front-end, content source and all per-component draws."""
+    """Prepare the session: tokenizer, front-end, content source and all per-component draws.
+
+    ``schedule``: the scenario's ``delays.schedule`` already loaded; loaded (and validated) here
+    when not given.
+    """
+    if schedule is None:
+        schedule = scenario_schedule(scenario)
     frontend, tokenizer = build_frontend(scenario, audio_out)
-    stt_events = build_stt_events(scenario, conversation)
-    llm = build_llm(scenario, conversation)
+    stt_events = build_stt_events(scenario, conversation, schedule)
+    llm = build_llm(scenario, conversation, schedule=schedule)
     oracle_replay = None
     if scenario.replay.oracle_from is not None:
         oracle_replay = load_oracle_schedule(scenario.replay.oracle_from)
@@ -184,10 +201,17 @@ def default_run_dir(scenario: Scenario, conversation_id: str) -> Path:
 
 
 def trace_metadata(
-    scenario: Scenario, conversation: Conversation, tokenizer: TextTokenizer
+    scenario: Scenario,
+    conversation: Conversation,
+    tokenizer: TextTokenizer,
+    schedule: DelaySchedule | None = None,
 ) -> dict[str, str]:
-    """Schema metadata: what produced this trace, enough to reproduce it."""
-    return {
+    """Schema metadata: what produced this trace, enough to reproduce it.
+
+    A run with ``delays.schedule`` records the file and its sha256 (``schedule``: it loaded, or
+    loaded again here).
+    """
+    meta = {
         "kame_sim.version": __version__,
         "kame_sim.scenario": scenario.resolved_json(),
         "kame_sim.seed": str(scenario.run.seed),
@@ -200,6 +224,13 @@ def trace_metadata(
         "kame_sim.frontend": scenario.frontend.kind,
         "kame_sim.tokenizer_vocab": str(tokenizer.vocab_size),
     }
+    if scenario.delays.schedule is not None:
+        if schedule is None:
+            schedule = scenario_schedule(scenario)
+        assert schedule is not None and schedule.sha256 is not None
+        meta["kame_sim.schedule"] = str(scenario.delays.schedule)
+        meta["kame_sim.schedule_sha256"] = schedule.sha256
+    return meta
 
 
 def run_scenario(
@@ -216,14 +247,15 @@ def run_scenario(
     Only a run that ends normally also gets ``trace.arrow``, the IPC-file copy of the stream.
     """
     conversation = load_run_conversation(scenario)
-    parts = build_session_parts(scenario, conversation, audio_out)
+    schedule = scenario_schedule(scenario)
+    parts = build_session_parts(scenario, conversation, audio_out, schedule)
     run_dir = run_dir or default_run_dir(scenario, conversation.id)
     prepare_run_dir(run_dir, overwrite)
     (run_dir / "scenario.resolved.json").write_text(
         json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n", encoding="utf-8"
     )
     trace_file = run_dir / TRACE_FILENAME
-    meta = {**trace_metadata(scenario, conversation, parts.tokenizer), **(metadata or {})}
+    meta = {**trace_metadata(scenario, conversation, parts.tokenizer, schedule), **(metadata or {})}
     with TraceWriter(trace_file, meta) as trace:
         Session(parts, trace, progress).run()
     write_ipc_file(trace_file)

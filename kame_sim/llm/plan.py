@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from kame_sim.delays import DelaySampler
 from kame_sim.llm.content import LlmContentSource, LlmRequest
+
+if TYPE_CHECKING:
+    from kame_sim.schedule import DelaySchedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,12 @@ def chunk_reply(text: str, words_per_chunk: int) -> list[str]:
 
 
 class SimulatedLlm:
-    """Text from a content source, timing from delay models: TTFT, then one gap per later chunk."""
+    """Text from a content source, timing from delay models: TTFT, then one gap per later chunk.
+
+    ``schedule`` (:mod:`kame_sim.schedule`) fixes the TTFT, gaps and fault of the streams it
+    covers, by generation (``request.stream_id``). Every draw is made all the same, covered or not,
+    so the models' streams of numbers advance exactly as without a schedule.
+    """
 
     def __init__(
         self,
@@ -67,20 +75,29 @@ class SimulatedLlm:
         ttft: DelaySampler,
         inter_chunk: DelaySampler,
         words_per_chunk: int = 1,
+        schedule: DelaySchedule | None = None,
     ) -> None:
         self.content = content
         self.ttft = ttft
         self.inter_chunk = inter_chunk
         self.words_per_chunk = words_per_chunk
+        self.schedule = schedule
 
     def plan(self, request: LlmRequest) -> LlmPlan:
         texts = chunk_reply(self.content.reply(request), self.words_per_chunk)
+        schedule, sid = self.schedule, request.stream_id
         at = self.ttft.draw()
+        if schedule is not None:
+            at = schedule.first_token(sid, at)
         chunks = []
         for i, text in enumerate(texts):
             if i:
-                at += self.inter_chunk.draw()
+                gap = self.inter_chunk.draw()
+                at += gap if schedule is None else schedule.gap(sid, i, gap)
             chunks.append(LlmChunk(at, text))
+        fault = None if schedule is None else schedule.fault.get(sid)
+        if fault is not None:
+            return LlmPlan(chunks, error=fault.detail, error_at=fault.seconds)
         return LlmPlan(chunks)
 
 

@@ -6,15 +6,23 @@ least ``utterance_gap`` follows), a final arrives ``final_delay`` later (the pre
 this: end of speech to final transcript). A real recogniser emits its results in order, so arrival
 times are made non-decreasing, a final is never overtaken by a later partial, and partials that
 would arrive after their utterance's final are dropped.
+
+A delay schedule (:mod:`kame_sim.schedule`) may fix the delay of a partial (by utterance and word
+index) or a final (by utterance); the model's draw is still made, so the streams of random numbers,
+and so every delay the schedule leaves out, are exactly those of a run without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from kame_sim.conversation import Word, user_utterances
 from kame_sim.delays import DelaySampler
 from kame_sim.stt.events import SttEvent
+
+if TYPE_CHECKING:
+    from kame_sim.schedule import DelaySchedule
 
 
 def schedule_stt_events(
@@ -23,20 +31,28 @@ def schedule_stt_events(
     partial_delay: DelaySampler,
     final_delay: DelaySampler,
     emit_partials: bool = True,
+    schedule: DelaySchedule | None = None,
 ) -> list[SttEvent]:
-    """All STT results for one speaker's words, in arrival order (draws happen in word order)."""
+    """All STT results for one speaker's words, in arrival order (draws happen in word order).
+
+    ``schedule``: delays to use instead of the draws it covers (each covered draw is still made).
+    """
     events: list[SttEvent] = []
     last_arrival = 0.0
     for u, utterance in enumerate(user_utterances(words, utterance_gap)):
         partials: list[SttEvent] = []
         texts = []
-        for word in utterance:
+        for i, word in enumerate(utterance):
             texts.append(word.text)
             if emit_partials:
                 delay = partial_delay.draw()
+                if schedule is not None:
+                    delay = schedule.partial_delay(u, i, delay)
                 partials.append(SttEvent("partial", word.end + delay, " ".join(texts), u, delay, word.end))
         end = utterance[-1].end
         delay = final_delay.draw()
+        if schedule is not None:
+            delay = schedule.final_delay(u, delay)
         final_arrival = max(last_arrival, end + delay)
         for partial in partials:
             arrival = max(last_arrival, partial.arrival)
