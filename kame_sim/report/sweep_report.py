@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from kame_sim.errors import InputError
 from kame_sim.metrics import aggregate, robustness_curve
+from kame_sim.paths import make_output_dir
 from kame_sim.report.curves import plot_robustness_curves
 from kame_sim.report.html import ReportSection, write_html_report
 
@@ -51,7 +52,7 @@ def report_for_sweep(path: Path, out_dir: Path, metrics: tuple[str, ...] = KEY_M
     ok = table.filter(pc.equal(table["status"], "ok"))
     params = _parameters(results_file, table)
     present = [m for m in metrics if m in table.column_names]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, "report directory")
     n_failed = len(table) - len(ok)
     summary = (
         f"{len(table)} runs ({n_failed} failed) over {len(set(table['conversation_id'].to_pylist()))} "

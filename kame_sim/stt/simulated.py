@@ -6,15 +6,23 @@ least ``utterance_gap`` follows), a final arrives ``final_delay`` later (the pre
 this: end of speech to final transcript). A real recogniser emits its results in order, so arrival
 times are made non-decreasing, a final is never overtaken by a later partial, and partials that
 would arrive after their utterance's final are dropped.
+
+Every partial carries the utterance so far, so an utterance of n words costs O(n^2) text (in
+memory and in the trace): utterances are bounded by :data:`MAX_UTTERANCE_WORDS`, which no speaker
+reaches without a pause of ``utterance_gap`` (it is ~13 minutes of continuous speech).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from kame_sim.conversation import Word, user_utterances
 from kame_sim.delays import DelaySampler
+from kame_sim.errors import InputError
 from kame_sim.stt.events import SttEvent
+
+MAX_UTTERANCE_WORDS = 2000
 
 
 def schedule_stt_events(
@@ -23,11 +31,25 @@ def schedule_stt_events(
     partial_delay: DelaySampler,
     final_delay: DelaySampler,
     emit_partials: bool = True,
+    source: Path | str | None = None,
 ) -> list[SttEvent]:
-    """All STT results for one speaker's words, in arrival order (draws happen in word order)."""
+    """All STT results for one speaker's words, in arrival order (draws happen in word order).
+
+    An utterance longer than :data:`MAX_UTTERANCE_WORDS` is an InputError naming ``source`` (the
+    transcript) before anything is drawn.
+    """
+    utterances = user_utterances(words, utterance_gap)
+    for u, utterance in enumerate(utterances):
+        if len(utterance) > MAX_UTTERANCE_WORDS:
+            raise InputError(
+                source,
+                f"utterance {u}",
+                f"{len(utterance)} words from {utterance[0].start:g} s without a pause of "
+                f"stt.utterance_gap = {utterance_gap:g} s; at most {MAX_UTTERANCE_WORDS} per utterance",
+            )
     events: list[SttEvent] = []
     last_arrival = 0.0
-    for u, utterance in enumerate(user_utterances(words, utterance_gap)):
+    for u, utterance in enumerate(utterances):
         partials: list[SttEvent] = []
         texts = []
         for word in utterance:
