@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from kame_sim.conversation.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
@@ -259,7 +259,19 @@ class ReplaySettings(_Section):
 
 
 FRONTEND_KINDS = frozenset({"behavioural", "kame"})
-FrontendSettings = Annotated[BehaviouralSettings | KameSettings, Field(discriminator="kind")]
+
+
+def _default_frontend_kind(value: Any) -> Any:
+    # ``[frontend]`` without ``kind`` tunes the default (behavioural) front-end, as every other
+    # section's keys tune its defaults; without this the error was "Unable to extract tag".
+    if isinstance(value, dict) and "kind" not in value:
+        return {**value, "kind": "behavioural"}
+    return value
+
+
+FrontendSettings = Annotated[
+    BehaviouralSettings | KameSettings, Field(discriminator="kind"), BeforeValidator(_default_frontend_kind)
+]
 
 
 class Scenario(_Section):
@@ -324,6 +336,11 @@ def validation_to_input_error(error: ValidationError, source: str | Path) -> Inp
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
+    elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        # a table whose 'kind' is missing or unknown: name the key the user has to fix
+        field = f"{field}.kind" if field else "kind"
+        if first["type"] == "union_tag_not_found":
+            message = "missing (every such table needs a kind)"
     elif first["type"].endswith("_type") and "input" in first:
         message += f", got {describe_value(first['input'])}"
     if len(problems) > 1:
@@ -381,8 +398,10 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
 def parse_override(assignment: str) -> tuple[str, Any]:
     """Parse ``key=value`` where value is a TOML value (bare words are taken as strings)."""
     if "=" not in assignment:
-        raise InputError("<cli>", assignment, "expected KEY=VALUE")
+        raise InputError("<cli>", f"--set {assignment}".rstrip(), "expected KEY=VALUE")
     key, raw = (s.strip() for s in assignment.split("=", 1))
+    if not key or any(not part.strip() for part in key.split(".")):
+        raise InputError("<cli>", f"--set {key}", "not a dotted scenario key (e.g. llm.ttft)")
     try:
         return key, parse_toml_value(raw)
     except InputError as exc:
@@ -431,12 +450,33 @@ def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenar
 
 def scenario_from_dict(data: dict[str, Any], source: str | Path = "<scenario>") -> Scenario:
     """Validate an already-parsed scenario (tests and sweeps build these in memory)."""
+    _check_text(data, source)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise validation_to_input_error(exc, source) from None
     check_ranges(scenario, source)
     return scenario
+
+
+def _check_text(value: Any, source: str | Path, key: str = "") -> None:
+    """Refuse a lone surrogate anywhere (keys too) before pydantic sees it.
+
+    A command-line byte that is not UTF-8 arrives as one (``\\udcff``); pydantic cannot even
+    report an error about such a string, and no trace or JSON file could hold it.
+    """
+    if isinstance(value, str):
+        problem = _bad_text(value)
+        if problem is not None:
+            raise InputError(source, key or None, problem)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            child = f"{key}.{k}" if key else str(k)
+            _check_text(k, source, child)
+            _check_text(v, source, child)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_text(v, source, f"{key}[{i}]")
 
 
 def check_ranges(scenario: Scenario, source: str | Path = "<scenario>") -> None:

@@ -402,7 +402,10 @@ class Empirical(_DelayBase):
     def _readable_trace(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is None:
             return None
-        value = value.expanduser().resolve()
+        try:
+            value = value.expanduser().resolve()
+        except (RuntimeError, ValueError, OSError) as exc:  # "~nobody/x", a NUL byte, a link loop
+            raise _error("cannot use trace path {path}: {reason}", path=str(value), reason=str(exc)) from None
         measure = info.data.get("measure")
         if measure is None:
             return value  # reported by _one_source (missing) or by measure's own check (invalid)
