@@ -80,12 +80,9 @@ class _Section(BaseModel):
             raise PydanticCustomError("finite", "must be a finite number, got {got}", {"got": str(value)})
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
             raise PydanticCustomError("int64", "must fit in 64 bits, got {got}", {"got": str(value)})
-        if isinstance(value, str | Path):
-            problem = _bad_text(str(value))
-            if problem is None and isinstance(value, Path) and "\0" in str(value):
-                problem = "must not contain a NUL character"
-            if problem is not None:
-                raise PydanticCustomError("text", problem, {})
+        # (lone surrogates are refused before validation, by _check_text: pydantic cannot report them)
+        if isinstance(value, Path) and "\0" in str(value):
+            raise PydanticCustomError("path", "must not contain a NUL character", {})
         return value
 
 

@@ -252,6 +252,29 @@ def deep_toml(d: Path) -> list[str]:
     ]
 
 
+def check_case(d: Path) -> list[str]:
+    """A check whose --junit is an existing folder (used to fail only after all its runs)."""
+    scenario = scenario_file(d)
+    spec = d / "check.toml"
+    spec.write_text(
+        f"base = {json.dumps(str(scenario))}\nseeds = 1\n"
+        "[[assert]]\nmetric = 'skipped_token_rate'\nop = '<='\nvalue = 1\n",
+        encoding="utf-8",
+    )
+    (d / "junit").mkdir()
+    return [
+        "check",
+        str(spec),
+        "--out",
+        str(d / "out"),
+        "--workers",
+        "1",
+        "--junit",
+        str(d / "junit"),
+        "--quiet",
+    ]
+
+
 def tokenizer_dir(d: Path) -> list[str]:
     return run_args(d, "--set", f"oracle.tokenizer={json.dumps(str(d))}")
 
@@ -426,6 +449,17 @@ def cases() -> list[Case]:
     add("path", "report --out is a regular file", out_is_file("report"))
     add("path", "oracle.tokenizer is a directory", tokenizer_dir)
     add("path", "sweep name = '../../x'", sweep_case('name = "../../x"\nseeds = 1\n'))
+    add("path", "check --junit is a folder", check_case)
+    add(
+        "path",
+        "conversation.path = '~nobody/x' in the file",
+        lambda d: ["run", str(scenario_file(d, data=Path("~kame_no_such_user/x"))), "--quiet"],
+    )
+    add(
+        "path",
+        "empirical trace = '~nobody/t'",
+        with_set('llm.ttft={kind="empirical", trace="~kame_no_such_user/t", measure="ttft"}'),
+    )
 
     # text
     add("text", "scenario file is not UTF-8", non_utf8_scenario)
@@ -476,6 +510,11 @@ def cases() -> list[Case]:
         "validate: transcript word with a lone surrogate",
         with_data(surrogate_in("text/demo.json", 3, "word"), command="validate"),
     )
+    add("text", "rich markup in a quoted value", with_set("llm.ttft=[/x]"))
+    add("text", "newline in a quoted value", with_set('llm.ttft="a\\nb"'))
+    add("text", "lone surrogate in a --set key", with_set("x\udcffy=1"))
+    add("text", "empty --set key", with_set("=1"))
+    add("text", "--set key '.'", with_set(".=1"))
 
     # audio
     samples, rate = demo_samples()
