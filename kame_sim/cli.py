@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,11 +36,14 @@ err_console = Console(stderr=True)
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Bad input becomes one line on stderr and exit code 2, never a traceback."""
+    """Bad input becomes one line on stderr and exit code 2, never a traceback.
+
+    The line may quote the user's text, so it is escaped: "[/x]" is text, not a rich markup tag.
+    """
     try:
         yield
     except InputError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

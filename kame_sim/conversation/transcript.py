@@ -27,6 +27,8 @@ from kame_sim.conversation.validate import TOP_LEVEL, get_str, get_time, parse_j
 from kame_sim.errors import InputError
 
 END_TOLERANCE_S = 0.05
+#: A transcript word longer than this is a broken export (a whole turn in one "word"), not a word.
+MAX_WORD_CHARS = 1000
 
 
 def parse_transcript(
@@ -42,7 +44,7 @@ def parse_transcript(
             raise InputError(
                 path, f"[{i}].speaker", f"unknown speaker {speaker!r}; expected one of {', '.join(speakers)}"
             )
-        text = get_str(path, entry, i, "word").strip()
+        text = get_str(path, entry, i, "word", max_chars=MAX_WORD_CHARS).strip()
         start = get_time(path, entry, i, "start")
         end = get_time(path, entry, i, "end")
         if end < start:

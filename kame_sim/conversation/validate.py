@@ -2,18 +2,27 @@
 
 Each failure is an :class:`InputError` naming the file and a JSON-path-like field (``[12].start``),
 so a user can jump straight to the bad entry instead of reading a traceback.
+
+Strings are checked as text, not just as JSON: JSON's ``\\ud800`` escape decodes to a lone
+surrogate that no UTF-8 writer (the trace, a report) can encode, so it would crash a run halfway
+through; control characters (NUL, terminal escapes) are refused for the same reason, except the
+tabs and newlines that free text such as an LLM prediction may hold.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from kame_sim.errors import InputError
 
 TOP_LEVEL = "(top level)"
+# C0/C1 control characters and lone surrogates; free text may keep tab, newline and return.
+_BAD_IN_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_BAD_IN_FREE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def parse_json_list(path: Path, data: bytes) -> list[dict[str, Any]]:
@@ -28,6 +37,8 @@ def parse_json_list(path: Path, data: bytes) -> list[dict[str, Any]]:
         raise InputError(
             path, "json", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno} (char {e.pos})"
         ) from None
+    except RecursionError:
+        raise InputError(path, "json", "not valid JSON here: nested too deeply") from None
     if not isinstance(doc, list):
         raise InputError(path, TOP_LEVEL, f"expected a JSON list of objects, got {_json_type(doc)}")
     for i, entry in enumerate(doc):
@@ -36,12 +47,36 @@ def parse_json_list(path: Path, data: bytes) -> list[dict[str, Any]]:
     return doc
 
 
-def get_str(path: Path, entry: dict[str, Any], i: int, key: str) -> str:
-    """A required string field."""
+def get_str(
+    path: Path,
+    entry: dict[str, Any],
+    i: int,
+    key: str,
+    *,
+    free_text: bool = False,
+    max_chars: int | None = None,
+) -> str:
+    """A required string field of valid text; ``free_text`` allows tabs and newlines."""
     value = _get(path, entry, i, key)
     if not isinstance(value, str):
         raise InputError(path, f"[{i}].{key}", f"expected a string, got {_json_type(value)}")
+    problem = text_problem(value, free_text)
+    if problem is None and max_chars is not None and len(value) > max_chars:
+        problem = f"is {len(value)} characters long (at most {max_chars})"
+    if problem is not None:
+        raise InputError(path, f"[{i}].{key}", problem)
     return value
+
+
+def text_problem(value: str, free_text: bool = False) -> str | None:
+    """Why ``value`` is not text a trace can hold (lone surrogate, control character), or None."""
+    bad = (_BAD_IN_FREE_TEXT if free_text else _BAD_IN_TEXT).search(value)
+    if bad is None:
+        return None
+    code = ord(bad.group())
+    if 0xD800 <= code <= 0xDFFF:
+        return f"not valid Unicode text: lone surrogate U+{code:04X} at character {bad.start()}"
+    return f"control character U+{code:04X} at character {bad.start()}"
 
 
 def get_int(path: Path, entry: dict[str, Any], i: int, key: str) -> int:

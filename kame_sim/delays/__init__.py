@@ -12,6 +12,7 @@ Config models declare delay fields as ``ttft: DelayField = "gpt-4.1-ttft"``.
 from __future__ import annotations
 
 from kame_sim.delays.models import (
+    MAX_DELAY_SETTING_S,
     AR1LogNormal,
     Constant,
     DelayField,
@@ -32,6 +33,7 @@ from kame_sim.delays.samplers import MAX_DELAY, DelaySampler
 
 __all__ = [
     "MAX_DELAY",
+    "MAX_DELAY_SETTING_S",
     "PRESETS",
     "AR1LogNormal",
     "Constant",

@@ -49,16 +49,47 @@ from kame_sim.delays.samplers import (
 
 # --------------------------------------------------------------------------- number checks
 
+MAX_DELAY_SETTING_S = 3600.0
+"""Largest number of seconds any delay parameter (and any timing setting of a scenario) may be.
+
+An hour is far beyond every latency KAME's loop can meaningfully absorb; a larger value is a typo
+or a unit mix-up (ms for s) that would otherwise run to a "complete" trace in which nothing ever
+arrives. Draws of heavy-tailed models may still exceed it (samplers clamp at ``MAX_DELAY``).
+"""
+
+MAX_SIGMA = 10.0
+"""Largest log-space spread of a (AR(1)-)log-normal: e^10 ~ 22000x per standard deviation."""
+
+MAX_GAMMA_SHAPE = 1e6
+MAX_MIXTURE_WEIGHT = 1e6
+"""Weights are relative; bounding them keeps their sum finite (1e308 + 1e308 would be inf)."""
+
 
 def _error(message: str, **context: Any) -> PydanticCustomError:
     return PydanticCustomError("delay_spec", message, context)
 
 
-def _no_bool(value: Any) -> Any:
-    # pydantic would quietly read `true` as 1.0; in a delay that is always a typo.
+def _real_number(value: Any) -> Any:
+    # pydantic would quietly read `true` as 1.0 and "0.5" as 0.5; in a delay both are mistakes.
     if isinstance(value, bool):
         raise _error("must be a number, got a boolean")
+    if not isinstance(value, numbers.Real):
+        shown = (
+            f"a string ({value!r})" if isinstance(value, str) and len(value) <= 40 else type(value).__name__
+        )
+        raise _error("must be a number, got {got}", got=shown)
     return value
+
+
+def _at_most(limit: float, unit: str = "") -> Any:
+    def check(value: float) -> float:
+        if value > limit:
+            raise _error(
+                "must be at most {limit}{unit}, got {got}", limit=f"{limit:g}", unit=unit, got=str(value)
+            )
+        return value
+
+    return AfterValidator(check)
 
 
 def _finite(value: float) -> float:
@@ -81,7 +112,7 @@ def _positive(value: float) -> float:
 
 def _upper_bound(value: Any) -> Any:
     # JSON has no infinity: model_dump_json() writes it as null, so read null back as "no bound".
-    return math.inf if value is None else _no_bool(value)
+    return math.inf if value is None else _real_number(value)
 
 
 def _open_unit(value: float) -> float:
@@ -93,14 +124,34 @@ def _open_unit(value: float) -> float:
 def _not_nan_bound(value: float) -> float:
     if math.isnan(value) or value == -math.inf:
         raise _error("must be a number > 0 or inf, got {got}", got=str(value))
+    if math.isfinite(value) and value > MAX_DELAY_SETTING_S:
+        raise _error(
+            "must be at most {limit} s or inf, got {got}", limit=f"{MAX_DELAY_SETTING_S:g}", got=str(value)
+        )
     return value
 
 
-Finite = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_finite)]
-NonNegative = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_non_negative)]
-Positive = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_positive)]
+def _within_seconds(value: float) -> float:
+    if abs(value) > MAX_DELAY_SETTING_S:
+        raise _error(
+            "must be between -{limit} and {limit} s, got {got}",
+            limit=f"{MAX_DELAY_SETTING_S:g}",
+            got=str(value),
+        )
+    return value
+
+
+_SECONDS_CAP = _at_most(MAX_DELAY_SETTING_S, " s")
+_Number = BeforeValidator(_real_number)
+Positive = Annotated[float, _Number, AfterValidator(_positive)]
+Seconds = Annotated[float, _Number, AfterValidator(_non_negative), _SECONDS_CAP]
+PositiveSeconds = Annotated[float, _Number, AfterValidator(_positive), _SECONDS_CAP]
+Location = Annotated[float, _Number, AfterValidator(_finite), AfterValidator(_within_seconds)]
+Sigma = Annotated[float, _Number, AfterValidator(_positive), _at_most(MAX_SIGMA)]
+GammaShape = Annotated[float, _Number, AfterValidator(_positive), _at_most(MAX_GAMMA_SHAPE)]
+Weight = Annotated[float, _Number, AfterValidator(_positive), _at_most(MAX_MIXTURE_WEIGHT)]
 UpperBound = Annotated[float, BeforeValidator(_upper_bound), AfterValidator(_not_nan_bound)]
-Correlation = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_open_unit)]
+Correlation = Annotated[float, _Number, AfterValidator(_open_unit)]
 
 
 def _non_empty(value: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -122,7 +173,7 @@ class _DelayBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    shift: NonNegative = Field(0.0, description="fixed seconds added to every draw (e.g. network overhead)")
+    shift: Seconds = Field(0.0, description="fixed seconds added to every draw (e.g. network overhead)")
 
     def sampler(self, rng: np.random.Generator) -> DelaySampler:
         """A sampler drawing from this distribution with ``rng`` (give each component its own)."""
@@ -148,7 +199,7 @@ class Constant(_DelayBase):
     """A fixed delay (algorithmic latency, or a bare number in a scenario file)."""
 
     kind: Literal["constant"] = "constant"
-    value: NonNegative
+    value: Seconds
 
     def sampler(self, rng: np.random.Generator) -> DelaySampler:
         return ConstantSampler(self.value + self.shift)
@@ -164,8 +215,8 @@ class Uniform(_DelayBase):
     """Uniform on [low, high]: bounded jitter with no preferred value."""
 
     kind: Literal["uniform"] = "uniform"
-    low: NonNegative
-    high: NonNegative
+    low: Seconds
+    high: Seconds
 
     @model_validator(mode="after")
     def _ordered(self) -> Uniform:
@@ -187,9 +238,9 @@ class TruncNormal(_DelayBase):
     """Normal(mean, std) restricted to [low, high]; low defaults to 0 so delays stay >= 0."""
 
     kind: Literal["truncnormal"] = "truncnormal"
-    mean_: Finite = Field(alias="mean")
-    std: Positive
-    low: NonNegative = 0.0
+    mean_: Location = Field(alias="mean")
+    std: PositiveSeconds
+    low: Seconds = 0.0
     high: UpperBound = math.inf
 
     # `mean` is the key users write, but a field of that name would hide the mean() method.
@@ -220,8 +271,8 @@ class LogNormal(_DelayBase):
     """exp(N(ln median, sigma^2)): the usual fit for service latencies (right-skewed, > 0)."""
 
     kind: Literal["lognormal"] = "lognormal"
-    median: Positive
-    sigma: Positive
+    median: PositiveSeconds
+    sigma: Sigma
 
     def sampler(self, rng: np.random.Generator) -> DelaySampler:
         return BlockSampler(rng, lognormal_fill(self.median, self.sigma), self.shift)
@@ -237,8 +288,18 @@ class Gamma(_DelayBase):
     """Gamma(shape, scale): the best fit for Internet round-trip times (arXiv 1202.2153)."""
 
     kind: Literal["gamma"] = "gamma"
-    shape: Positive
-    scale: Positive
+    shape: GammaShape
+    scale: PositiveSeconds
+
+    @model_validator(mode="after")
+    def _bounded_mean(self) -> Gamma:
+        if self.shape * self.scale > MAX_DELAY_SETTING_S:
+            raise _error(
+                "mean shape * scale = {mean} s is more than {limit} s",
+                mean=f"{self.shape * self.scale:g}",
+                limit=f"{MAX_DELAY_SETTING_S:g}",
+            )
+        return self
 
     def sampler(self, rng: np.random.Generator) -> DelaySampler:
         return BlockSampler(rng, gamma_fill(self.shape, self.scale), self.shift)
@@ -254,8 +315,19 @@ class Pareto(_DelayBase):
     """Pareto type I: x >= scale, P(X > x) = (scale/x)^alpha; heavy tails (alpha ~ 1 on long paths)."""
 
     kind: Literal["pareto"] = "pareto"
-    scale: Positive
+    scale: PositiveSeconds
     alpha: Positive
+
+    @model_validator(mode="after")
+    def _bounded_median(self) -> Pareto:
+        # median = scale * 2^(1/alpha), compared in logs: a tiny alpha would overflow the power
+        if math.log(self.scale) + math.log(2.0) / self.alpha > math.log(MAX_DELAY_SETTING_S):
+            raise _error(
+                "median scale * 2^(1/alpha) is more than {limit} s (alpha = {alpha} is too small)",
+                limit=f"{MAX_DELAY_SETTING_S:g}",
+                alpha=f"{self.alpha:g}",
+            )
+        return self
 
     def sampler(self, rng: np.random.Generator) -> DelaySampler:
         return BlockSampler(rng, pareto_fill(self.scale, self.alpha), self.shift)
@@ -272,7 +344,7 @@ class MixtureComponent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weight: Positive
+    weight: Weight
     model: DelayField
 
 
@@ -310,6 +382,7 @@ class Mixture(_DelayBase):
 
 EmpiricalMeasure = Literal["ttft", "inter_chunk", "stt_final", "stt_partial"]
 
+
 class Empirical(_DelayBase):
     """Resampling (with replacement) of measured delays, e.g. latencies logged from a real service.
 
@@ -320,7 +393,7 @@ class Empirical(_DelayBase):
     """
 
     kind: Literal["empirical"] = "empirical"
-    samples: Annotated[tuple[NonNegative, ...], AfterValidator(_non_empty)] | None = None
+    samples: Annotated[tuple[Seconds, ...], AfterValidator(_non_empty)] | None = None
     measure: EmpiricalMeasure | None = Field(None, description="which latency of the trace to resample")
     trace: Path | None = Field(None, description="run directory or .arrows whose latencies are resampled")
 
@@ -329,7 +402,10 @@ class Empirical(_DelayBase):
     def _readable_trace(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is None:
             return None
-        value = value.expanduser().resolve()
+        try:
+            value = value.expanduser().resolve()
+        except (RuntimeError, ValueError, OSError) as exc:  # "~nobody/x", a NUL byte, a link loop
+            raise _error("cannot use trace path {path}: {reason}", path=str(value), reason=str(exc)) from None
         measure = info.data.get("measure")
         if measure is None:
             return value  # reported by _one_source (missing) or by measure's own check (invalid)
@@ -386,8 +462,8 @@ class AR1LogNormal(_DelayBase):
     """
 
     kind: Literal["ar1"] = "ar1"
-    median: Positive
-    sigma: Positive
+    median: PositiveSeconds
+    sigma: Sigma
     rho: Correlation
 
     def sampler(self, rng: np.random.Generator) -> DelaySampler:

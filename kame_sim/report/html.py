@@ -19,6 +19,7 @@ from typing import Any
 
 from kame_sim import __version__
 from kame_sim.metrics.summary import TraceSummary, stream_rows, summarize, summary_facts
+from kame_sim.paths import make_output_dir
 from kame_sim.report.perfetto import export_perfetto
 from kame_sim.report.timeline import plot_timeline
 from kame_sim.trace.reader import read_trace
@@ -284,7 +285,7 @@ def report_for_trace(trace_path: Path, out_dir: Path, embed_images: bool = False
     """
     trace = read_trace(Path(trace_path))
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, "report directory")
     timeline = plot_timeline(trace, out_dir / TIMELINE_PNG)
     perfetto = export_perfetto(trace, out_dir / PERFETTO_JSON)
     summary = summarize(trace)

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from kame_sim.errors import InputError
 from kame_sim.metrics import aggregate, robustness_curve
+from kame_sim.paths import make_output_dir
 from kame_sim.report.curves import plot_comparison, plot_robustness_curves
 from kame_sim.report.html import ReportSection, write_html_report
 
@@ -279,7 +280,7 @@ def report_for_sweep(path: Path, out_dir: Path, metrics: tuple[str, ...] | None 
         )
     params = _parameters(resolved, table)
     x, series, facets, constant = _layout(ok, params, report_spec)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, "report directory")
     n_conversations = len(set(ok["conversation_id"].to_pylist()))
 
     layout = [f"x axis: {x}"] if x else []

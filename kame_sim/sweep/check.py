@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kame_sim.config import read_toml, validation_to_input_error
 from kame_sim.errors import InputError
 from kame_sim.metrics import aggregate
+from kame_sim.paths import make_output_dir, plain_name_problem
 from kame_sim.sweep.runner import ProgressCallback, SweepResult, execute_plan
 from kame_sim.sweep.spec import SweepPlan, flatten_dotted, load_sweep, parse_spec, plan_sweep
 
@@ -79,6 +80,14 @@ class _CheckHeader(BaseModel):
     sweep: str | None = None
     allow_failed_runs: bool = False
     assertions: list[Assertion] = Field(..., alias="assert", min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        problem = None if value is None else plain_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 @dataclass(frozen=True)
@@ -395,7 +404,7 @@ def write_junit(path: Path, check: CheckSpec, outcomes: list[AssertionOutcome], 
                 f"measured: {_fmt(o.measured)}\nthreshold: {o.op} {o.threshold:g}\n"
                 f"metric: {o.stat}({o.metric}){_where_text(o.where)}\nruns: {o.n_runs}"
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(path.parent, "--junit")
     ET.indent(suites)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 
@@ -419,6 +428,11 @@ def run_check(
     """
     check = load_check(Path(check_path))
     out = Path(out_dir) if out_dir is not None else Path("traces") / "checks" / check.name
+    for target, flag in ((junit, "--junit"), (markdown, "--markdown")):
+        if target is not None:  # checked before the runs, not after them
+            if Path(target).is_dir():
+                raise InputError(target, flag, "is a folder, not a file")
+            make_output_dir(Path(target).parent, flag)
     sweep = execute_plan(check.plan, out, workers, resume, progress)
     outcomes = [_judge(a, sweep.table, check.plan) for a in check.assertions]
     outcomes.append(_completion(check, sweep))
@@ -427,7 +441,7 @@ def run_check(
     if junit is not None:
         write_junit(Path(junit), check, outcomes, sweep.wall_s)
     if markdown is not None:
-        Path(markdown).parent.mkdir(parents=True, exist_ok=True)
+        make_output_dir(Path(markdown).parent, "--markdown")
         Path(markdown).write_text(text, encoding="utf-8")
     return CheckResult(
         name=check.name,

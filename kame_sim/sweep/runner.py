@@ -34,6 +34,7 @@ from kame_sim.config import scenario_from_dict
 from kame_sim.conversation import Conversation
 from kame_sim.errors import InputError
 from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
+from kame_sim.paths import make_output_dir
 from kame_sim.runner import load_run_conversation, run_scenario
 from kame_sim.sweep.spec import PlannedRun, SweepPlan, load_sweep
 from kame_sim.trace import TraceData, read_trace
@@ -401,8 +402,9 @@ def execute_plan(
     if ray_address is not None:
         _require_ray()  # before anything is written
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(plan)
+    make_output_dir(out_dir, "sweep directory")
     runs_dir = out_dir.resolve() / RUNS_DIR  # absolute: Ray workers do not share our cwd
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(runs_dir, "sweep directory")
     _write_json_atomic(out_dir / RESOLVED_FILE, plan.resolved())
 
     outcomes: dict[str, RunOutcome] = {}

@@ -8,6 +8,10 @@ one :class:`InputError` line naming the sweep file and the key (``parameters.llm
 Parameters and ``[set]`` keys are the scenario's dotted keys, exactly as ``kame-sim run --set``
 takes them, applied to the base scenario's TOML (so a preset string such as
 ``ttft = "gpt-4.1-ttft"`` has no ``median`` to vary: give the key a table in ``[set]`` first).
+
+The size of a sweep is computed before it is expanded: more than :data:`MAX_PLANNED_RUNS` runs (or
+:data:`MAX_SEEDS` seeds) is an error, so ``seeds = 10000000`` fails at once instead of planning
+for hours.
 """
 
 from __future__ import annotations
@@ -25,10 +29,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kame_sim import __version__
-from kame_sim.config import Scenario, load_scenario, read_toml, validation_to_input_error
+from kame_sim.config import MAX_SEED, Scenario, load_scenario, read_toml, validation_to_input_error
 from kame_sim.conversation.loader import AUDIO_DIR, ORACLE_DIR, TEXT_DIR, content_hash, list_conversations
 from kame_sim.errors import InputError
 from kame_sim.metrics.run_metrics import RunMetrics
+from kame_sim.paths import plain_name_problem
+
+#: Most runs one sweep may plan (design points x conversations x seeds).
+MAX_PLANNED_RUNS = 100_000
+#: Most seeds one sweep may repeat each point with.
+MAX_SEEDS = 10_000
 
 #: Keys a sweep owns itself: varying them as parameters would fight the sweep's own bookkeeping.
 RESERVED_KEYS = ("run.seed", "run.output_dir", "run.name")
@@ -36,7 +46,7 @@ CONVERSATION_KEYS = ("conversation.path", "conversation.id")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ConversationRef(_Strict):
@@ -108,11 +118,21 @@ class SweepSpec(_Strict):
     seeds: int | list[int] = Field(1, description="a list of seeds, or n meaning 0..n-1")
     conversations: list[ConversationRef] | None = None
     design: Literal["grid", "random"] = "grid"
-    samples: int | None = Field(None, ge=1, description="random design: number of points")
-    sample_seed: int = Field(0, ge=0, description="random design: seed of the point generator")
+    samples: int | None = Field(
+        None, ge=1, le=MAX_PLANNED_RUNS, description="random design: number of points"
+    )
+    sample_seed: int = Field(0, ge=0, le=MAX_SEED, description="random design: seed of the point generator")
     set: dict[str, Any] = Field(default_factory=dict, description="fixed dotted-key overrides")
     parameters: dict[str, ParameterValues] = Field(default_factory=dict)
     report: ReportSpec | None = Field(None, description="what the sweep report shows first")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        problem = None if value is None else plain_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("seeds")
     @classmethod
@@ -122,11 +142,15 @@ class SweepSpec(_Strict):
         if isinstance(value, int):
             if value < 1:
                 raise ValueError("a count of seeds must be at least 1")
+            if value > MAX_SEEDS:
+                raise ValueError(f"at most {MAX_SEEDS} seeds, got {value}")
             return value
         if not value:
             raise ValueError("must not be empty")
-        if any(s < 0 for s in value):
-            raise ValueError("seeds must be >= 0")
+        if len(value) > MAX_SEEDS:
+            raise ValueError(f"at most {MAX_SEEDS} seeds, got {len(value)}")
+        if any(s < 0 or s > MAX_SEED for s in value):
+            raise ValueError(f"seeds must be in 0..{MAX_SEED}")
         if len(set(value)) != len(value):
             raise ValueError("seeds must be distinct")
         return value
@@ -286,6 +310,20 @@ def _check_design(spec: SweepSpec, source: Path) -> None:
             if len(labels) != len(values):
                 message = f"{len(labels)} label(s) for {len(values)} value(s); give one per value, in order"
                 raise InputError(source, f"report.labels.{key}", message)
+    if spec.design == "grid":
+        points = math.prod(len(v) for v in spec.parameters.values() if isinstance(v, list))
+    else:
+        points = spec.samples or 0
+    conversations = len(spec.conversations) if spec.conversations else 1
+    planned = points * conversations * len(spec.seed_list)
+    if planned > MAX_PLANNED_RUNS:
+        field = "parameters" if spec.design == "grid" and points > 1 else "seeds"
+        raise InputError(
+            source,
+            "samples" if spec.design == "random" else field,
+            f"{points} design point(s) x {conversations} conversation(s) x {len(spec.seed_list)} seed(s) "
+            f"= {planned} runs; at most {MAX_PLANNED_RUNS} per sweep",
+        )
 
 
 def load_sweep(path: Path) -> SweepPlan:
