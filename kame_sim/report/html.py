@@ -85,7 +85,7 @@ footer { margin-top: 3em; font-size: .8em; color: #888; }
 # Marks every picture data-loaded="yes" / "failed" once the browser knows, and says so under a
 # picture that did not load (a report copied without its img/ folder): visible to people, and
 # checked by the browser test (tests/test_report_browser.py).
-_IMG_CHECK = """<script>
+_IMG_CHECK = """<script id="kame-img-check">
 (function () {
   function mark(img, ok) {
     img.dataset.loaded = ok ? "yes" : "failed";
