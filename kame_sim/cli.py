@@ -251,6 +251,9 @@ def report(
     path: Annotated[Path, typer.Argument(help="a run directory / trace.arrows, or a sweep directory")],
     out: Annotated[Path | None, typer.Option(help="report directory (default: <path>/report)")] = None,
     embed_images: Annotated[bool, typer.Option(help="inline the pictures into index.html")] = False,
+    timelines: Annotated[
+        int, typer.Option(min=0, help="sweep: interactive timelines per design point (0: none)")
+    ] = 3,
 ) -> None:
     """Timeline picture, Perfetto export and HTML for a run; robustness curves for a sweep."""
     with _user_errors():
@@ -259,7 +262,7 @@ def report(
         if (base / "results.parquet").exists() or path.suffix == ".parquet":
             from kame_sim.report.sweep_report import report_for_sweep
 
-            index = report_for_sweep(path, target)
+            index = report_for_sweep(path, target, timelines=timelines)
         else:
             from kame_sim.report import report_for_trace
 

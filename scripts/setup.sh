@@ -29,3 +29,20 @@ if [ -n "$extras" ]; then
   pip uninstall --quiet --yes $extras
 fi
 .venv/bin/python scripts/check_lock.py
+
+# The browser test (tests/test_report_browser.py) opens the HTML reports in headless Chromium:
+# Debian's chromium package, installed here when missing and running as root (CI, these machines).
+if [ -z "${KAME_SIM_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup.sh: installing Debian's chromium for the browser test (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; then
+      echo "setup.sh: error: apt-get install chromium failed; the browser test needs it" >&2
+      exit 1
+    fi
+  else
+    echo "setup.sh: warning: no chromium on PATH and not root, so not installed: the browser test" \
+      "(tests/test_report_browser.py) will fail. Install it (sudo apt-get install chromium) or set" \
+      "KAME_SIM_CHROMIUM to a Chromium/Chrome executable." >&2
+  fi
+fi

@@ -302,8 +302,15 @@ def test_tiny_timeline_png_and_window(tiny: TraceData, tmp_path: Path):
 
 def test_long_windows_are_split_into_rows(tiny: TraceData, tmp_path: Path):
     one = imread(plot_timeline(tiny, tmp_path / "one.png"))
-    rows = imread(plot_timeline(tiny, tmp_path / "rows.png", max_row_seconds=0.5))
+    rows = imread(plot_timeline(tiny, tmp_path / "rows.png", row_seconds=0.5))
     assert rows.shape[0] > 2 * one.shape[0]  # four stacked rows
+    # rows have a fixed span: 0.8 s rows over 2.0 s are three rows of 0.8 s (the last one partly
+    # empty), as wide as 0.8 s rows over a 1.6 s window
+    three = imread(plot_timeline(tiny, tmp_path / "three.png", row_seconds=0.8))
+    two = imread(plot_timeline(tiny, tmp_path / "two.png", t_range=(0.0, 1.6), row_seconds=0.8))
+    assert three.shape[1] == two.shape[1] and three.shape[0] > two.shape[0]
+    with pytest.raises(ValueError):
+        plot_timeline(tiny, tmp_path / "bad.png", row_seconds=0)
 
 
 def test_tiny_perfetto_puts_overlapping_streams_on_separate_slots(tiny: TraceData, tmp_path: Path):

@@ -413,10 +413,15 @@ def test_a_sweep_over_a_text_parameter_reports_one_group_per_value(tmp_path: Pat
     assert len(_img_srcs(index)) == 1
     assert (tmp_path / "report" / "curves-llm.ttft.png").stat().st_size > 10_000
     text = index.read_text(encoding="utf-8")
-    # one aggregate row per (value, metric), each over that value's 2 runs
+    # one aggregate row per (value, metric), each over that value's 2 runs, and one row per value
+    # in "Runs and timelines", linking both runs' interactive timelines
     for name in presets:
-        assert text.count(f"<td>{name}</td>") == len(KEY_METRICS)
+        assert text.count(f"<td>{name}</td>") == len(KEY_METRICS) + 1
     assert text.count('<td>oracle_coverage</td><td class="num">2</td>') == 3
+    pages = sorted((tmp_path / "report" / "runs").glob("*.html"))
+    assert len(pages) == 6 and all(f'href="runs/{p.name}"' in text for p in pages)
+    assert len(list((tmp_path / "report" / "js").glob("bokeh-*.min.js"))) == 1
+    assert '<script src="../js/bokeh-' in pages[0].read_text(encoding="utf-8")
 
 
 def _fake_sweep(tmp_path: Path, points: list[dict], spec: dict, metric) -> Path:

@@ -4,11 +4,13 @@ never runs a simulation, so a report can be rebuilt from an archived trace at an
 """
 
 from kame_sim.report.curves import plot_robustness_curves
-from kame_sim.report.html import ReportSection, report_for_trace, write_html_report
+from kame_sim.report.html import Link, ReportSection, report_for_trace, write_html_report
+from kame_sim.report.interactive import write_interactive_timeline
 from kame_sim.report.perfetto import export_perfetto
 from kame_sim.report.timeline import TimelineData, extract_timeline, plot_timeline
 
 __all__ = [
+    "Link",
     "ReportSection",
     "TimelineData",
     "export_perfetto",
@@ -17,4 +19,5 @@ __all__ = [
     "plot_timeline",
     "report_for_trace",
     "write_html_report",
+    "write_interactive_timeline",
 ]

@@ -15,6 +15,45 @@ from pathlib import Path
 import numpy as np
 
 CURVE_KEYS = ("x", "mean", "low", "high")
+# Optional keys of a curve: the per-run values behind the mean (one point per run: a seed of a
+# conversation), drawn as small dots behind the mean.
+POINT_KEYS = ("points_x", "points_y")
+
+
+def _points(curve: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray] | None:
+    if not all(k in curve for k in POINT_KEYS):
+        return None
+    px = np.asarray(curve["points_x"], dtype=float).ravel()
+    py = np.asarray(curve["points_y"], dtype=float).ravel()
+    if px.shape != py.shape:
+        raise ValueError(f"points_x and points_y differ in length ({px.shape[0]} vs {py.shape[0]})")
+    keep = np.isfinite(px) & np.isfinite(py)
+    return (px[keep], py[keep]) if keep.any() else None
+
+
+def _jitter(x: np.ndarray, width: float, log: bool) -> np.ndarray:
+    """Spread points at one x sideways by up to ``width`` (a fraction of a decade on a log axis),
+    deterministically, so two reports of one sweep are the same picture."""
+    offsets = np.random.default_rng(0).uniform(-width, width, len(x))
+    return x * 10**offsets if log else x + offsets
+
+
+def _draw_points(ax, curve: Mapping[str, object], color: str, x_span: float, log: bool) -> bool:
+    pts = _points(curve)
+    if pts is None:
+        return False
+    px, py = pts
+    ax.scatter(
+        _jitter(px, x_span, log), py, s=12, color=color, alpha=0.45, lw=0, zorder=1, label="runs (seeds)"
+    )
+    return True
+
+
+def _numeric_jitter(all_x: np.ndarray, log: bool) -> float:
+    """A sideways spread for the per-run dots: 4 % of the smallest gap between design points."""
+    xs = np.log10(all_x[all_x > 0]) if log else all_x
+    gaps = np.diff(np.unique(xs))
+    return 0.04 * float(gaps.min()) if len(gaps) else 0.02
 
 
 def _arrays(metric: str, curve: Mapping[str, object]) -> tuple[np.ndarray, ...]:
@@ -40,7 +79,9 @@ def plot_robustness_curves(
 ) -> Path:
     """Draw one panel per ``(metric, curve)`` to a PNG at ``path`` and return ``path``.
 
-    Each panel has its own y axis (metrics have different units); x ticks sit on the design points
+    A curve may also have ``points_x`` / ``points_y``: the per-run values (one per seed and
+    conversation), drawn as faint dots behind the mean. Each panel has its own y axis (metrics
+    have different units); x ticks sit on the design points
     when there are at most 12 of them. A NaN in ``low``/``high`` leaves a gap in the band. With
     ``log_x`` every x must be positive: a log axis silently drops non-positive points otherwise,
     which would hide design points.
@@ -65,10 +106,11 @@ def plot_robustness_curves(
         order = np.argsort(x, kind="stable")
         x, mean, low, high = x[order], mean[order], low[order], high[order]
         color = f"C{i % 10}"
+        _draw_points(ax, curves[i][1], color, _numeric_jitter(all_x, log_x), log_x)
         band = np.isfinite(low) & np.isfinite(high)
         if band.any():
             ax.fill_between(x, low, high, where=band, color=color, alpha=0.2, lw=0, label="CI (low–high)")
-        ax.plot(x, mean, color=color, lw=1.6, marker="o", ms=4.5, label="mean")
+        ax.plot(x, mean, color=color, lw=1.6, marker="o", ms=4.5, label="mean", zorder=3)
         ax.set_title(metric, fontsize=10)
         ax.grid(True, color="#e5e5e5", lw=0.6)
         ax.tick_params(labelsize=8)
@@ -109,7 +151,9 @@ def plot_comparison(
     holds indices into ``categories``, each category is one group, and the series sit side by side
     in it as a mean marker with its ``low..high`` interval as error bars (no lines: there is nothing
     between two categories to interpolate). Otherwise x is numeric: one line per series with its
-    band. ``notes[i][k]`` (optional) is a short text printed under category ``k`` of panel ``i``
+    band. Curves with ``points_x`` / ``points_y`` get their per-run values as faint dots behind
+    (beside their series' marker over categories). ``notes[i][k]`` (optional) is a short text
+    printed under category ``k`` of panel ``i``
     (e.g. a paired difference with its CI), printed at the top
     of the panel above that category.
     """
@@ -150,9 +194,21 @@ def plot_comparison(
     handles = {}
     for i, (panel_title, arrays) in enumerate(data):
         ax = axes[i // ncols][i % ncols]
+        curves_in = panels[i][1]
+        if categories is None:
+            all_x = np.unique(np.concatenate([a[0][np.isfinite(a[0])] for a in arrays.values()]))
+            spread = _numeric_jitter(all_x, log_x)
         for s, name in enumerate(names):
             if name not in arrays:
                 continue
+            if categories is not None:
+                pts = _points(curves_in[name])
+                if pts is not None:
+                    px, py = pts
+                    px = _jitter(px + (s - (n_series - 1) / 2) * dodge, dodge * 0.3, False)
+                    ax.scatter(px, py, s=12, color=colour[name], alpha=0.45, lw=0, zorder=1)
+            else:
+                _draw_points(ax, curves_in[name], colour[name], spread, log_x)
             x, mean, low, high = arrays[name]
             order = np.argsort(x, kind="stable")
             x, mean, low, high = x[order], mean[order], low[order], high[order]
@@ -161,7 +217,9 @@ def plot_comparison(
                 pos = x + (s - (n_series - 1) / 2) * dodge
                 err = np.vstack([mean - low, high - mean])
                 err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
-                h = ax.errorbar(pos, mean, yerr=err, fmt="o", color=c, ms=6, capsize=4, lw=1.6, label=name)
+                h = ax.errorbar(
+                    pos, mean, yerr=err, fmt="o", color=c, ms=6, capsize=4, lw=1.6, label=name, zorder=3
+                )
                 left = s < (n_series - 1) / 2  # value labels on the outer side of each group
                 for px, m in zip(pos, mean, strict=True):
                     if np.isfinite(m):
@@ -179,7 +237,7 @@ def plot_comparison(
                 band = np.isfinite(low) & np.isfinite(high)
                 if band.any():
                     ax.fill_between(x, low, high, where=band, color=c, alpha=0.18, lw=0)
-                (h,) = ax.plot(x, mean, color=c, lw=1.6, marker="o", ms=4.5, label=name)
+                (h,) = ax.plot(x, mean, color=c, lw=1.6, marker="o", ms=4.5, label=name, zorder=3)
             handles.setdefault(name, h)
         ax.set_title(panel_title, fontsize=9.5)
         ax.grid(True, axis="y" if categories is not None else "both", color="#e5e5e5", lw=0.6)
@@ -216,6 +274,80 @@ def plot_comparison(
         title_fontsize=9,
         frameon=False,
     )
+    if title:
+        fig.suptitle(title, fontsize=11, fontweight="bold")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_heatmaps(
+    panels: list[tuple[str, np.ndarray, str | None]],
+    path: Path,
+    x_label: str,
+    y_label: str,
+    x_values: list[str],
+    y_values: list[str],
+    *,
+    title: str | None = None,
+    dpi: int = 110,
+) -> Path:
+    """A two-parameter sweep as one heatmap per metric: ``panels`` = ``[(panel title, means,
+    better), ...]`` with ``means[j, i]`` the mean at ``y_values[j]`` and ``x_values[i]`` (NaN: no
+    value) and ``better`` = ``"higher"`` | ``"lower"`` | ``None``.
+
+    Every cell is one design point (the axes are the design points, not a continuous scale) and
+    carries its mean in writing. The colour map runs so that **brighter is better** in every panel
+    (reversed where lower is better; a plain grey scale where neither is), so panels of different
+    metrics read the same way.
+    """
+    from matplotlib.figure import Figure
+
+    if not panels:
+        raise ValueError("no heatmaps to plot")
+    for panel_title, means, _ in panels:
+        if np.shape(means) != (len(y_values), len(x_values)):
+            raise ValueError(
+                f"heatmap {panel_title!r}: means have shape {np.shape(means)}, expected "
+                f"({len(y_values)}, {len(x_values)})"
+            )
+    n = len(panels)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    cell_w = max(0.55, 0.11 * max(len(v) for v in x_values))
+    width = max(4.2, 1.6 + cell_w * len(x_values))
+    height = max(3.0, 1.5 + 0.42 * len(y_values))
+    fig = Figure(figsize=(width * ncols, height * nrows + 0.4), dpi=dpi, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, (panel_title, means, better) in enumerate(panels):
+        ax = axes[i // ncols][i % ncols]
+        m = np.asarray(means, dtype=float)
+        cmap = {"higher": "viridis", "lower": "viridis_r"}.get(better or "", "Greys")
+        finite = m[np.isfinite(m)]
+        lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        mesh = ax.pcolormesh(np.ma.masked_invalid(m), cmap=cmap, vmin=lo, vmax=hi, edgecolors="white", lw=1)
+        for (j, k), v in np.ndenumerate(m):
+            if np.isfinite(v):
+                frac = (v - lo) / (hi - lo)
+                bright = (
+                    frac > 0.55 if better == "higher" else frac < 0.45 if better == "lower" else frac < 0.5
+                )
+                ax.text(k + 0.5, j + 0.5, f"{v:.3g}", ha="center", va="center", fontsize=8,
+                        color="black" if bright else "white")  # fmt: skip
+            else:
+                ax.text(k + 0.5, j + 0.5, "—", ha="center", va="center", fontsize=8, color="#888")
+        ax.set_xticks(np.arange(len(x_values)) + 0.5, x_values, fontsize=8)
+        ax.set_yticks(np.arange(len(y_values)) + 0.5, y_values, fontsize=8)
+        ax.set_xlabel(x_label, fontsize=9)
+        ax.set_ylabel(y_label, fontsize=9)
+        note = "bright = better" if better else "no better direction"
+        ax.set_title(f"{panel_title}\n({note})", fontsize=9.5)
+        fig.colorbar(mesh, ax=ax, shrink=0.85).ax.tick_params(labelsize=7)
+    for j in range(n, nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")
     path = Path(path)

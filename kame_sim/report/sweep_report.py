@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 from kame_sim.errors import InputError
 from kame_sim.metrics import aggregate, robustness_curve
 from kame_sim.paths import make_output_dir
-from kame_sim.report.curves import plot_comparison, plot_robustness_curves
-from kame_sim.report.html import ReportSection, write_html_report
+from kame_sim.report.curves import plot_comparison, plot_heatmaps, plot_robustness_curves
+from kame_sim.report.html import Link, ReportSection, write_html_report
 
 # The metrics a robustness report leads with (all computed per run by kame_sim.metrics).
 KEY_METRICS = (
@@ -65,6 +65,7 @@ METRIC_INFO: dict[str, tuple[str, str, str | None]] = {
 
 MAX_FIGURES = 24
 ALL_RUNS = "__all_runs"
+TIMELINES_PER_POINT = 3  # interactive timelines written per design point (kame-sim report --timelines)
 
 
 def metric_title(metric: str) -> str:
@@ -247,14 +248,96 @@ def _filter(table: pa.Table, where: dict[str, Any]) -> pa.Table:
     return table
 
 
+def _with_points(curve: dict, runs: pa.Table, x: str, metric: str, categories: list[Any] | None) -> dict:
+    """``curve`` plus the per-run values behind its mean (``points_x``, ``points_y``)."""
+    xs = runs[x].to_pylist()
+    ys = runs[metric].to_pylist()
+    if categories is not None:
+        index = {v: i for i, v in enumerate(categories)}
+        xs = [index.get(v) for v in xs]
+    keep = [(a, b) for a, b in zip(xs, ys, strict=True) if a is not None and b is not None]
+    return {**curve, "points_x": [float(a) for a, _ in keep], "points_y": [float(b) for _, b in keep]}
+
+
+def _heatmap_means(
+    agg: pa.Table, x: str, series: str, xs: list[Any], ys: list[Any], metric: str
+) -> np.ndarray:
+    means = np.full((len(ys), len(xs)), np.nan)
+    ix = {v: i for i, v in enumerate(xs)}
+    iy = {v: j for j, v in enumerate(ys)}
+    for row in agg.to_pylist():
+        if row["metric"] == metric and row[x] in ix and row[series] in iy and row["mean"] is not None:
+            means[iy[row[series]], ix[row[x]]] = row["mean"]
+    return means
+
+
+def _timeline_links(
+    ok: pa.Table,
+    keys: list[str],
+    label: _Labels,
+    runs_dir: Path,
+    out_dir: Path,
+    per_point: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """One row per design point: its parameter values, how many runs, and links to the interactive
+    timelines of its first ``per_point`` runs (by conversation, then seed), written into
+    ``out_dir/runs/`` with one shared copy of BokehJS in ``out_dir/js/``. Returns (rows, pages)."""
+    from kame_sim.errors import InputError as _InputError
+    from kame_sim.report.interactive import write_bokeh_js, write_interactive_timeline
+    from kame_sim.trace.reader import read_trace
+
+    cols = [*keys, "run_id", "conversation_id", "seed"]
+    points: dict[tuple, list[dict[str, Any]]] = {}  # design points in the sweep's order
+    for r in ok.select(cols).to_pylist():
+        points.setdefault(tuple(_canonical(r[k]) for k in keys), []).append(r)
+    for members in points.values():  # the first seed of every conversation first
+        members.sort(key=lambda r: (r["seed"], r["conversation_id"]))
+    js = None
+    written = 0
+    rows = []
+    for members in points.values():
+        first = members[0]
+        row: dict[str, Any] = {k: label(k, first[k]).replace("\n", " ") for k in keys if k != ALL_RUNS}
+        row["runs"] = len(members)
+        links = []
+        for r in members[:per_point]:
+            trace_dir = runs_dir / r["run_id"]
+            name = f"{r['conversation_id']} seed {r['seed']}"
+            try:
+                trace = read_trace(trace_dir)
+            except _InputError:
+                continue
+            if js is None:
+                js = write_bokeh_js(out_dir / "js")
+            page = out_dir / "runs" / f"{_file_part(r['run_id'])}.html"
+            write_interactive_timeline(
+                trace, page, js_src=f"../js/{js.name}", links=[("sweep report", "../index.html")]
+            )
+            written += 1
+            links.append(Link(name, page.relative_to(out_dir).as_posix()))
+        row["timelines"] = links or "—"
+        more = len(members) - len(links)
+        row["other runs"] = f"{more} (kame-sim report {runs_dir.name}/<run_id>)" if more > 0 else "—"
+        rows.append(row)
+    return rows, written
+
+
 def _file_part(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
-def report_for_sweep(path: Path, out_dir: Path, metrics: tuple[str, ...] | None = None) -> Path:
+def report_for_sweep(
+    path: Path,
+    out_dir: Path,
+    metrics: tuple[str, ...] | None = None,
+    timelines: int = TIMELINES_PER_POINT,
+) -> Path:
     """Write ``out_dir/index.html`` with a summary, the curves pictures and the aggregate tables.
 
     ``metrics`` default to the sweep file's ``[report] metrics``, else :data:`KEY_METRICS`.
+    Every picture shows the per-run values behind each mean; a sweep of two numeric parameters
+    also gets heatmaps (one per metric); each design point links to the interactive timelines of
+    its first ``timelines`` runs (0: none).
     Raises :class:`InputError` (never an empty report) when there is nothing to draw: no
     results, no successful run, or none of the metrics defined in any successful run.
     """
@@ -334,8 +417,12 @@ def report_for_sweep(path: Path, out_dir: Path, metrics: tuple[str, ...] | None 
         stem = f"curves-{_file_part(x)}" + (f"-by-{_file_part(series)}" if series else "") + suffix
         target = out_dir / f"{stem if len(stem) <= 150 else f'curves-{n_fig}'}.png"
         sub = _filter(agg, where)
+        runs_here = _filter(ok, where)
         if series is None and x_numeric:  # the classic robustness curves: one metric per panel
-            curves = [(metric_title(m), robustness_curve(sub, x, m)) for m in present]
+            curves = [
+                (metric_title(m), _with_points(robustness_curve(sub, x, m), runs_here, x, m, None))
+                for m in present
+            ]
             images.append(plot_robustness_curves(curves, target, x, log_x=log_x, title=fig_title))
             continue
         notes = None
@@ -352,12 +439,12 @@ def report_for_sweep(path: Path, out_dir: Path, metrics: tuple[str, ...] | None 
             lines = {}
             for value in series_values or [None]:
                 key = label(series, value) if series else "mean (95 % CI)"
+                these = _filter(runs_here, {series: value}) if series else runs_here
                 if x_numeric:
-                    lines[key] = robustness_curve(_filter(sub, {series: value}), x, m)
+                    curve = robustness_curve(_filter(sub, {series: value}), x, m)
                 else:
-                    lines[key] = _category_curve(
-                        sub, x, categories or [], m, {series: value} if series else {}
-                    )
+                    curve = _category_curve(sub, x, categories or [], m, {series: value} if series else {})
+                lines[key] = _with_points(curve, these, x, m, categories)
             panels.append((metric_title(m), lines))
         cat_labels = [label(x, c) for c in categories] if categories is not None else None
         images.append(
@@ -372,6 +459,26 @@ def report_for_sweep(path: Path, out_dir: Path, metrics: tuple[str, ...] | None 
                 title=fig_title,
             )
         )
+        if x_numeric and series is not None and _is_numeric(ok[series]):  # two numeric parameters
+            heat = out_dir / f"heatmap-{target.name.removeprefix('curves-')}"
+            images.append(
+                plot_heatmaps(
+                    [
+                        (
+                            metric_title(m),
+                            _heatmap_means(sub, x, series, _distinct(ok[x]), series_values, m),
+                            METRIC_INFO.get(m, ("", "", None))[2],
+                        )
+                        for m in present
+                    ],
+                    heat,
+                    x,
+                    series,
+                    [label(x, v) for v in _distinct(ok[x])],
+                    [label(series, v) for v in series_values],
+                    title=fig_title + " (mean per design point)",
+                )
+            )
     if len(combos) > MAX_FIGURES:
         sections[0].body += f" Pictures: the first {MAX_FIGURES} of {len(combos)} combinations (tables: all)."
 
@@ -400,6 +507,15 @@ def report_for_sweep(path: Path, out_dir: Path, metrics: tuple[str, ...] | None 
             "parameters, conversation and seed); CIs clustered by conversation."
         )
         sections.append(ReportSection(f"Paired difference: {b} − {a}", body, rows=rows))
+    if timelines > 0:
+        point_rows, n_pages = _timeline_links(ok, by, label, results_file.parent / "runs", out_dir, timelines)
+        body = (
+            f"Each design point's runs, with the interactive timelines (zoom, pan, hover) of up to "
+            f"{timelines} of them ({n_pages} pages, sharing one copy of BokehJS in `js/`): which "
+            "front-end words followed which oracle, where it switched from its guess, how each stream "
+            "ended. Any other run: `kame-sim report` on its run directory."
+        )
+        sections.append(ReportSection("Runs and timelines", body, rows=point_rows))
     if n_failed:
         failed = table.filter(pc.not_equal(table["status"], "ok")).select(["run_id", "error"]).to_pylist()
         sections.append(ReportSection("Failed runs", "", rows=failed))

@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from kame_sim.metrics.streams import StreamLife, stream_lives, trace_policy
+from kame_sim.report.follow import (
+    FrontendToken,
+    Generation,
+    Switch,
+    WordSource,
+    build_generations,
+    follow,
+    word_source,
+)
 from kame_sim.trace.reader import TraceData
 
 if TYPE_CHECKING:  # matplotlib is imported lazily: the Perfetto export needs only the extraction.
@@ -30,12 +39,21 @@ if TYPE_CHECKING:  # matplotlib is imported lazily: the Perfetto export needs on
 
 @dataclass(frozen=True)
 class Word:
-    """A spoken word: the user's (``group`` = utterance) or the front-end's (``group`` = burst)."""
+    """A spoken word: the user's (``group`` = utterance) or the front-end's (``group`` = burst).
+
+    A front-end word also has its ``tokens`` and what they followed (kame_sim/report/follow.py):
+    ``source`` = ``oracle`` | ``guess`` | ``mixed`` and the oracle ``generation`` (its stream in
+    ``stream_id``); user words have none of these.
+    """
 
     start: float
     end: float
     text: str
     group: int
+    tokens: tuple[FrontendToken, ...] = ()
+    source: WordSource | None = None
+    generation: int | None = None
+    stream_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,7 @@ class OracleFrame:
     kind: Literal["start", "text", "pad"]
     oracle_index: int | None
     chunk: int | None
+    token_id: int | None = None
 
 
 @dataclass
@@ -79,6 +98,9 @@ class OracleChunk:
     n_skipped: int
     fed_start: float | None = None
     fed_end: float | None = None
+    frame: int | None = None  # the frame it was applied at
+    n_fed: int = 0  # tokens actually fed (a reset can cut a chunk short)
+    generation: int | None = None  # the oracle generation it was appended to (follow.py)
 
 
 @dataclass(frozen=True)
@@ -139,6 +161,13 @@ class TimelineData:
     late_frames: list[float]
     policy: str = "poll"
     decisions: list[PolicyEvent] = field(default_factory=list)
+    generations: list[Generation] = field(default_factory=list)
+    frontend_tokens: list[FrontendToken] = field(default_factory=list)
+    switches: list[Switch] = field(default_factory=list)
+
+    def generation_of_stream(self) -> dict[int, int]:
+        """stream id -> its (last) oracle generation, for the streams whose text was fed."""
+        return {g.stream_id: g.number for g in self.generations if g.stream_id is not None}
 
     @property
     def drops(self) -> list[QueuePoint]:
@@ -149,36 +178,54 @@ class TimelineData:
         return [q for q in self.queue if q.kind == "flush"]
 
 
-def _frontend_words(pieces: list[tuple[float, str]], frame_s: float, join_gap: float) -> list[Word]:
-    """Join text pieces into words: a piece starting with a space starts a word, others continue it.
+def _frontend_words(
+    pieces: list[tuple[float, int, int | None, str]], frame_s: float, join_gap: float
+) -> tuple[list[Word], list[FrontendToken]]:
+    """Join text pieces ``(t, frame, token id, text)`` into words: a piece starting with a space
+    starts a word, others continue it.
 
     A continuation piece after a silence of ``join_gap`` or more starts a new word anyway (it belongs
     to a new burst). ``group`` numbers the speaking bursts, so the Perfetto export can nest words in
     bursts. A word spans from its first token to the next word of its burst (the front-end emits
     about three tokens a second, so a one-token word would otherwise be an unreadable 80 ms sliver);
-    the last word of a burst ends one frame after its last token.
+    the last word of a burst ends one frame after its last token. Returns the words and every text
+    token (with its burst), for :func:`kame_sim.report.follow.follow`.
     """
-    words: list[list] = []  # [start, last_t, text, group]
+    words: list[list] = []  # [start, last_t, text, group, tokens]
+    tokens: list[FrontendToken] = []
     group = -1
     last_t: float | None = None
-    for t, raw in pieces:
+    for t, frame, token_id, raw in pieces:
         piece = raw.replace("▁", " ")
         new_burst = last_t is None or t - last_t >= join_gap
         if new_burst:
             group += 1
+        tok = FrontendToken(frame, t, token_id, piece, group)
+        tokens.append(tok)
         if new_burst or piece[:1].isspace() or not words:
-            words.append([t, t, piece.strip(), group])
+            words.append([t, t, piece.strip(), group, [tok]])
         else:
             words[-1][1] = t
             words[-1][2] += piece.strip()
+            words[-1][4].append(tok)
         last_t = t
     words = [w for w in words if w[2]]
     out: list[Word] = []
-    for i, (start, last, text, g) in enumerate(words):
+    for i, (start, last, text, g, toks) in enumerate(words):
         # a word lasts until the next word of its burst starts: that is when it is being "spoken"
         nxt = words[i + 1] if i + 1 < len(words) else None
         end = nxt[0] if nxt is not None and nxt[3] == g else last + frame_s
-        out.append(Word(start, max(end, last + frame_s), text, g))
+        out.append(Word(start, max(end, last + frame_s), text, g, tuple(toks)))
+    return out, tokens
+
+
+def _with_sources(words: list[Word], gens: list[Generation]) -> list[Word]:
+    """The words again, each with what its tokens followed (after :func:`follow`)."""
+    out = []
+    for w in words:
+        source, gen = word_source(w.tokens)
+        stream = gens[gen].stream_id if gen is not None else None
+        out.append(Word(w.start, w.end, w.text, w.group, w.tokens, source, gen, stream))
     return out
 
 
@@ -202,7 +249,7 @@ def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
     chunks: list[OracleChunk] = []
     resets: list[OracleReset] = []
     queue: list[QueuePoint] = []
-    pieces: list[tuple[float, str]] = []
+    pieces: list[tuple[float, int, int | None, str]] = []
     late: list[float] = []
 
     index_map: dict[int, int] | None = None  # fed oracle_index -> chunk number, for the current oracle
@@ -248,6 +295,7 @@ def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
                     r["oracle_index"],
                     r["n_tokens"] or 0,
                     r["n_skipped"] or 0,
+                    frame=r["frame"],
                 )
                 chunks.append(chunk)
                 if index_map is None and chunk.n_tokens:  # KAME: an append with no oracle resets first
@@ -256,26 +304,38 @@ def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
                     for i in range(chunk.first_index, chunk.first_index + chunk.n_tokens):
                         index_map[i] = len(chunks) - 1
         elif ev == "oracle_token_fed":
-            idx = r["oracle_index"]
+            idx, tok = r["oracle_index"], r["token_id"]
             if idx is None:
-                oracle_frames.append(OracleFrame(t, r["frame"], "pad", None, None))
+                oracle_frames.append(OracleFrame(t, r["frame"], "pad", None, None, tok))
             elif idx == 0:
-                oracle_frames.append(OracleFrame(t, r["frame"], "start", 0, None))
+                oracle_frames.append(OracleFrame(t, r["frame"], "start", 0, None, tok))
             else:
                 c = (index_map or {}).get(idx)
-                oracle_frames.append(OracleFrame(t, r["frame"], "text", idx, c))
+                oracle_frames.append(OracleFrame(t, r["frame"], "text", idx, c, tok))
                 if c is not None:
                     ch = chunks[c]
                     ch.fed_start = t if ch.fed_start is None else ch.fed_start
                     ch.fed_end = t + frame_s
+                    ch.n_fed += 1
         elif ev == "frontend_token":
             if r["text"]:
-                pieces.append((t, r["text"]))
+                pieces.append((t, r["frame"], r["token_id"], r["text"]))
         elif ev == "frame" and r["detail"] == "late":
             late.append(t)
 
     streams = stream_lives(trace, t_end)
     scenario = trace.scenario
+    words, front_tokens = _frontend_words(pieces, frame_s, join_gap)
+    gens = build_generations(
+        oracle_frames,
+        [c.stream_id for c in chunks],
+        {r.frame: r.stream_id for r in resets},
+        [c.frame for c in chunks],
+    )
+    for g in gens:
+        for c in g.chunks:
+            chunks[c].generation = g.number
+    switch_marks = follow(front_tokens, gens)
     return TimelineData(
         conversation_id=meta.get("kame_sim.conversation_id", "?"),
         seed=meta.get("kame_sim.seed", "?"),
@@ -293,10 +353,13 @@ def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
         oracle_chunks=chunks,
         resets=resets,
         queue=queue,
-        frontend_words=_frontend_words(pieces, frame_s, join_gap),
+        frontend_words=_with_sources(words, gens),
         late_frames=late,
         policy=trace_policy(trace),
         decisions=decisions,
+        generations=gens,
+        frontend_tokens=front_tokens,
+        switches=switch_marks,
     )
 
 
@@ -330,9 +393,43 @@ C_START = "#6a3d9a"
 C_TEXT = ("#1b9e77", "#66c2a5")  # alternating per chunk so word boundaries show in the strip
 C_PAD = "#f0f0f0"
 C_RESET = "#6a3d9a"
-C_FRONT = "#fdd49e"
+C_FRONT = "#fdd49e"  # the front-end's own guess
 C_FRONT_EDGE = "#d7301f"
 C_ALERT = "#e31a1c"
+C_UNFED = "#a3a3a3"  # oracle text appended but never fed (a reset came first, or it was late)
+# One colour per oracle generation (in order, so consecutive generations always differ): its
+# fed tokens in the oracle strip, its text line, its stream's label and the front-end words that
+# followed it. No orange (the guess), red (alerts) or purple (START, resets) among them.
+C_GEN = ("#1f78b4", "#1b9e77", "#e7298a", "#66a61e", "#17a2b8")
+C_GEN_LIGHT = ("#c6dcef", "#bfe6da", "#f9c9e1", "#d5ebbd", "#bde8ef")
+C_GEN_MID = ("#6fa6d0", "#6cc4aa", "#f07eb7", "#a3cf70", "#6ac9d6")
+
+
+def gen_color(generation: int | None, shade: str = "dark") -> str:
+    """The colour of an oracle generation (``dark`` | ``mid`` | ``light``); dark grey for none."""
+    if generation is None:
+        return {"dark": "#08306b", "mid": "#969696", "light": "#f0f0f0"}[shade]
+    table = {"dark": C_GEN, "mid": C_GEN_MID, "light": C_GEN_LIGHT}[shade]
+    return table[generation % len(table)]
+
+
+def oracle_line(data: TimelineData, gen: Generation, unfed_chars: int = 40) -> tuple[str, str, str]:
+    """One generation's oracle text as (``#id ``, the text fed before the next reset, the text
+    appended but never fed, shortened to ``unfed_chars``). Chunks are joined as the LLM sent them
+    when its chunks carry their own spaces, else with single spaces (word chunks)."""
+    spaced = any(c.text[:1].isspace() for c in data.oracle_chunks)
+    chunks = [data.oracle_chunks[i] for i in gen.chunks]
+    last_fed = max((i for i, c in enumerate(chunks) if c.n_fed > 0), default=-1)
+
+    def join(part: list[OracleChunk]) -> str:
+        text = "".join(c.text for c in part) if spaced else " ".join(c.text.strip() for c in part)
+        return " ".join(text.split())
+
+    fed, rest = join(chunks[: last_fed + 1]), join(chunks[last_fed + 1 :])
+    if rest:
+        rest = (" " if fed else "") + _short(rest, unfed_chars)
+    label = f"#{gen.stream_id} " if gen.stream_id is not None else f"gen {gen.number} "
+    return label, fed, rest
 
 
 def _text_seconds(text: str, spi: float) -> float:
@@ -468,28 +565,41 @@ class _RowPainter:
         )
         self.streams = [s for s in d.streams if _in_window(s.start, s.end, t0, t1)]
         self.stream_rows, self.n_stream, self.stream_room = pack_streams(self.streams, spi, 0.02 * spi)
-        self.chunks = [
-            c
-            for c in d.oracle_chunks
-            if c.fed_start is not None and _in_window(c.fed_start, c.fed_end or 0, t0, t1)
-        ]
-        self.chunk_rows, self.n_chunk = _pack(
+        self.stream_gen = d.generation_of_stream()
+        self.stream_by_id = {s.stream_id: s for s in d.streams}
+        # oracle: one text line per generation (stream), from its START, packed so lines never
+        # collide; the text is what the front-end could follow, so it is written out in full
+        ends = [g.tokens[-1].t + d.frame_s if g.tokens else g.start_t + d.frame_s for g in d.generations]
+        self.gens = [g for g, e in zip(d.generations, ends, strict=True) if _in_window(g.start_t, e, t0, t1)]
+        self.gen_lines = [oracle_line(d, g) for g in self.gens]
+        self.gen_rows, self.n_gen = _pack(
             [
-                (c.fed_start or 0.0, (c.fed_start or 0.0) + _text_seconds(c.text.strip(), spi))
-                for c in self.chunks
+                (
+                    max(g.start_t, t0),
+                    max(g.start_t, t0) + _text_seconds("◂ " + self._failed(g) + "".join(line), spi),
+                )
+                for g, line in zip(self.gens, self.gen_lines, strict=True)
             ],
-            0.05 * spi,
+            0.1 * spi,
         )
+        if not self.gens:
+            self.n_gen = 0
         self.fwords = [w for w in d.frontend_words if _in_window(w.start, w.end, t0, t1)]
         self.fword_rows, self.n_fword = _pack(
             [(w.start, max(w.end, w.start + _text_seconds(w.text, spi))) for w in self.fwords], self.gap
         )
+        self.switches = [s for s in d.switches if t0 <= s.t <= t1]
+        self.switch_rows, self.n_switch = _pack(
+            [(s.t, s.t + _text_seconds(self._switch_label(s), spi) + 0.1 * spi) for s in self.switches], 0.0
+        )
+        if not self.switches:
+            self.n_switch = 0
         self.lanes = [
             _Lane("user\nwords", self.n_user * SUB + 0.4),
             _Lane("STT\npartials, finals", (1 + self.n_final) * SUB + 0.4),
             _Lane("LLM\nstreams", self.n_stream * SUB + 0.4),
-            _Lane("oracle\nfed per frame", (self.n_chunk + 1.2) * SUB + 0.4),
-            _Lane("front-end\nwords", self.n_fword * SUB + 0.4),
+            _Lane("oracle\ntext per stream,\nfed per frame", (self.n_gen + 1.2) * SUB + 0.4),
+            _Lane("front-end\nwords", (self.n_switch * 0.8 + self.n_fword) * SUB + 0.4),
         ]
         y = 0.0
         for lane in self.lanes:
@@ -500,6 +610,15 @@ class _RowPainter:
     @staticmethod
     def _final_label(s: SttResult) -> str:
         return "final: " + _short(s.text, 56)
+
+    def _failed(self, g: Generation) -> str:
+        """``✕ error: kind `` when the generation's stream failed, else ''."""
+        life = self.stream_by_id.get(g.stream_id)
+        return f"✕ {end_tag(life)} " if life is not None and life.status == "error" else ""
+
+    @staticmethod
+    def _switch_label(s: Switch) -> str:
+        return f"#{s.stream_id}" if s.stream_id is not None else f"gen {s.generation}"
 
     # each sub-row i of a lane spans [y0 + 0.2 + i, y0 + 0.2 + i + 1); items use 70 % of it
     def _y(self, lane: int, sub: float) -> float:
@@ -563,7 +682,7 @@ class _RowPainter:
             s.start + 0.02 * self.spi,
             y + h / 2,
             f"#{s.stream_id}",
-            color="#08306b",
+            color=gen_color(self.stream_gen.get(s.stream_id)),
             fontweight="bold",
             **text_kw,
         )
@@ -649,12 +768,34 @@ class _RowPainter:
             elif e.kind == "skipped":
                 ax.plot([e.t], [self._y(2, 0) + h / 2], marker="x", ms=5, color=C_SKIP, mew=1.2, zorder=7)
 
-        # oracle: labels (chunk text at its first fed token) above one strip of per-frame cells
-        for c, sub in zip(self.chunks, self.chunk_rows, strict=True):
+        # oracle: one line per generation (#stream, the text fed, the text never fed in grey),
+        # above one strip of per-frame cells in the generation's colour (two shades: chunks)
+        for g, (label, fed, rest), sub in zip(self.gens, self.gen_lines, self.gen_rows, strict=True):
             y = self._y(3, sub)
-            ax.text(c.fed_start or 0.0, y + h / 2, c.text.strip(), color="#00441b", **text_kw)
-        ys = self._y(3, self.n_chunk) + 0.1
+            dark = gen_color(g.number)
+            x = max(g.start_t, self.t0)
+            if g.start_t >= self.t0:
+                ax.plot([x] * 2, [y + h, self._y(3, self.n_gen) + 0.1], color=dark, lw=0.6, zorder=2)
+            else:  # continued from the previous row: written again from this row's start
+                label = "◂ " + label
+            prev = ax.text(x, y + h / 2, label, color=dark, fontweight="bold", **text_kw)
+            failed = self._failed(g)
+            if failed:  # the stream failed: the oracle kept what it had fed
+                prev = ax.annotate(
+                    failed, xy=(1, 0.5), xycoords=prev, va="center", ha="left", fontsize=FONT,
+                    color=C_ERROR, fontweight="bold", annotation_clip=False, zorder=5,
+                )  # fmt: skip
+                prev.set_clip_path(ax.patch)
+            for text, color in ((fed, dark), (rest, C_UNFED)):
+                if text:  # chained: each part starts where the previous one's text ends
+                    prev = ax.annotate(
+                        text, xy=(1, 0.5), xycoords=prev, va="center", ha="left", fontsize=FONT,
+                        color=color, annotation_clip=False, zorder=5,
+                    )  # fmt: skip
+                    prev.set_clip_path(ax.patch)
+        ys = self._y(3, self.n_gen) + 0.1
         fs = d.frame_s
+        gen_of_chunk = {c: g.number for g in d.generations for c in g.chunks}
         for f in d.oracle_frames:
             if not (self.t0 - fs <= f.t <= self.t1):
                 continue
@@ -663,7 +804,8 @@ class _RowPainter:
             elif f.kind == "start":
                 color = C_START
             else:
-                color = C_TEXT[(f.chunk or 0) % 2]
+                gen = gen_of_chunk.get(f.chunk) if f.chunk is not None else None
+                color = gen_color(gen, "dark" if (f.chunk or 0) % 2 == 0 else "mid")
             ax.add_patch(Rectangle((f.t, ys), fs, h, fc=color, ec="none", zorder=3))
         for c in d.oracle_chunks:
             if c.n_skipped and self.t0 <= c.applied_t <= self.t1:
@@ -692,13 +834,33 @@ class _RowPainter:
             if self.t0 <= r.t <= self.t1:
                 ax.plot([r.t, r.t], [top, self.height], color=C_RESET, lw=0.9, ls="--", alpha=0.55, zorder=2)
 
-        # front-end words: the text pieces it produced, joined into words, at their token times
-        for w, sub in zip(self.fwords, self.fword_rows, strict=True):
-            y = self._y(4, sub)
-            ax.add_patch(
-                Rectangle((w.start, y), w.end - w.start, h, fc=C_FRONT, ec=C_FRONT_EDGE, lw=0.6, zorder=3)
+        # switches: where the front-end went from its guess (▲) or an older oracle (◆) to an oracle
+        for sw, sub in zip(self.switches, self.switch_rows, strict=True):
+            y = self._y(4, sub * 0.8) + 0.35
+            color = gen_color(sw.generation)
+            marker = "^" if sw.kind == "guess→oracle" else "D"
+            ax.plot([sw.t], [y], marker=marker, ms=5.5 if marker == "^" else 4, color=color, zorder=7)
+            ax.text(
+                sw.t + 0.07 * self.spi, y, self._switch_label(sw), color=color, fontweight="bold", **text_kw
             )
-            ax.text(w.start + 0.02 * self.spi, y + h / 2, w.text, color="#67000d", **text_kw)
+            ax.plot([sw.t] * 2, [y, self.height], color=color, lw=0.8, ls=":", zorder=2)
+        # front-end words, coloured by what they followed: an oracle generation (its colour) or
+        # the front-end's own guess (orange); a word of both is coloured token by token
+        for w, sub in zip(self.fwords, self.fword_rows, strict=True):
+            y = self._y(4, self.n_switch * 0.8 + sub)
+            if w.source == "mixed":
+                for i, tok in enumerate(w.tokens):
+                    end = w.tokens[i + 1].t if i + 1 < len(w.tokens) else w.end
+                    fc = gen_color(tok.generation, "light") if tok.follows else C_FRONT
+                    ax.add_patch(Rectangle((tok.t, y), end - tok.t, h, fc=fc, ec="none", zorder=3))
+                fc, ec = "none", C_FRONT_EDGE
+            elif w.source == "oracle":
+                fc, ec = gen_color(w.generation, "light"), gen_color(w.generation)
+            else:
+                fc, ec = C_FRONT, C_FRONT_EDGE
+            ax.add_patch(Rectangle((w.start, y), w.end - w.start, h, fc=fc, ec=ec, lw=0.7, zorder=3))
+            color = "#67000d" if w.source == "guess" else "#000000"
+            ax.text(w.start + 0.02 * self.spi, y + h / 2, w.text, color=color, **text_kw)
         for t in d.late_frames:
             if self.t0 <= t <= self.t1:
                 ax.plot([t, t], [self.lanes[4].y0, self.height], color=C_ALERT, lw=0.5, alpha=0.6, zorder=2)
@@ -730,10 +892,15 @@ def _legend_handles() -> list:
         ),
         Line2D([], [], color=C_FLUSH, marker="s", ls="none", ms=4, label="queue flushed"),
         Patch(fc=C_START, label="oracle START"),
-        Patch(fc=C_TEXT[0], label="oracle text token"),
+        Patch(fc=C_GEN[0], label="oracle token fed (colour = stream)"),
         Patch(fc=C_PAD, ec="#bdbdbd", label="padding"),
+        Line2D([], [], color=C_UNFED, marker="$abc$", ls="none", ms=12, label="oracle text never fed"),
         Line2D([], [], color=C_RESET, ls="--", lw=0.9, label="oracle reset applied"),
-        Patch(fc=C_FRONT, ec=C_FRONT_EDGE, label="front-end word"),
+        Patch(fc=C_GEN_LIGHT[0], ec=C_GEN[0], label="word following the oracle (its colour)"),
+        Patch(fc=C_FRONT, ec=C_FRONT_EDGE, label="word of the front-end's own guess"),
+        Patch(fc=C_GEN_LIGHT[0], ec=C_FRONT_EDGE, label="word partly guess (per token)"),
+        Line2D([], [], color=C_GEN[0], marker="^", ls="none", ms=5.5, label="switch: guess → oracle"),
+        Line2D([], [], color=C_GEN[0], marker="D", ls="none", ms=4, label="switch: to a newer oracle"),
     ]
 
 
@@ -743,15 +910,16 @@ def plot_timeline(
     t_range: tuple[float, float] | None = None,
     *,
     seconds_per_inch: float = 1.25,
-    max_row_seconds: float = 24.0,
+    row_seconds: float = 20.0,
     dpi: int = 110,
 ) -> Path:
     """Draw the run's timeline to a PNG at ``path`` and return ``path``.
 
     The scale is fixed (``seconds_per_inch``) rather than fitted to the figure, because the labels
-    (words, oracle chunks) only stay legible at a fixed density; a window longer than
-    ``max_row_seconds`` is split into several rows of equal length stacked vertically, each with its
-    own copy of the lanes. ``t_range`` restricts the picture to a window (seconds of simulated time).
+    (words, oracle text) only stay legible at a fixed density; a window longer than
+    ``row_seconds`` is split into rows of exactly ``row_seconds`` each (the last one too, so that
+    every row has the same scale), stacked vertically, each with its own copy of the lanes and
+    its own time axis. ``t_range`` restricts the picture to a window (seconds of simulated time).
     """
     from matplotlib.figure import Figure
 
@@ -760,8 +928,10 @@ def plot_timeline(
     t0, t1 = t_range if t_range is not None else (0.0, data.t_end + data.frame_s)
     if not t1 > t0:
         raise ValueError(f"empty time range {t0}..{t1}")
-    n_rows = max(1, math.ceil((t1 - t0) / max_row_seconds - 1e-9))
-    row_len = (t1 - t0) / n_rows
+    if not row_seconds > 0:
+        raise ValueError(f"row_seconds must be positive, not {row_seconds}")
+    n_rows = max(1, math.ceil((t1 - t0) / row_seconds - 1e-9))
+    row_len = row_seconds if n_rows > 1 else t1 - t0
     # a short window is a zoom: stretch it to a readable minimum width instead of a thumbnail
     seconds_per_inch = min(seconds_per_inch, row_len / (MIN_WIDTH_IN - _MARGIN_IN))
     painters = [
@@ -773,7 +943,8 @@ def plot_timeline(
     axes = fig.subplots(n_rows, 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     for ax, painter in zip(axes, painters, strict=True):
         painter.paint(ax)
-    axes[-1].set_xlabel("simulated time (s)", fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("simulated time (s)", fontsize=7, labelpad=1)
     window = f"window {t0:.1f}–{t1:.1f} s" if t_range is not None else f"{data.t_end:.1f} s simulated"
     details = [
         f"policy {data.policy}",
