@@ -530,14 +530,11 @@ def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenar
         return scenario_from_dict(data, path)
     except InputError as exc:
         field = exc.field or ""
-        culprit = next(
-            (
-                k
-                for k in overrides or {}
-                if field and ((field + ".").startswith(k + ".") or k.startswith(field + "."))
-            ),
-            None,
-        )
+        keys = list(overrides or {})
+        # the override at or above the failing field (the deepest one), else one below it
+        above = [k for k in keys if field and (field + ".").startswith(k + ".")]
+        below = [k for k in keys if field and k.startswith(field + ".")]
+        culprit = max(above, key=len) if above else (below[0] if below else None)
         if culprit is None:
             raise
         raise InputError(f"{path} (overridden by --set {culprit})", exc.field, exc.message) from None
