@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from kame_sim.errors import InputError
 from kame_sim.metrics.aggregate import _rng
-from kame_sim.metrics.paired import PairedDifference, Sample, paired_difference
+from kame_sim.metrics.paired import Sample, paired_difference
 from kame_sim.metrics.run_metrics import RunMetrics, TurnMetrics, compute_metrics
 from kame_sim.trace.reader import TraceData, read_trace
 
@@ -298,10 +298,7 @@ class MetricDelta:
         return float(self.b) - float(self.a)
 
     def changed(self, tol: float = 1e-9) -> bool:
-        if (self.a is None) != (self.b is None):
-            return True
-        d = self.delta
-        return d is not None and not math.isclose(float(self.a), float(self.b), rel_tol=tol, abs_tol=tol)
+        return _differs(self.a, self.b, tol)
 
 
 @dataclass(frozen=True)
@@ -476,19 +473,3 @@ def write_table(table: pa.Table, path: Path) -> Path:
 
         pcsv.write_csv(table, path)
     return path
-
-
-def rows_of(table: pa.Table, only_significant: bool = False) -> Iterable[Mapping[str, Any]]:
-    for row in table.to_pylist():
-        if only_significant and not row["significant"]:
-            continue
-        yield row
-
-
-def difference_of(d: PairedDifference) -> str:
-    """``+0.12 [+0.05, +0.2]`` (or ``+0.12`` without an interval)."""
-    if d.delta is None:
-        return "–"
-    if d.low is None:
-        return signed(d.delta)
-    return f"{signed(d.delta)} [{signed(d.low)}, {signed(d.high)}]"
