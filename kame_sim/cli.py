@@ -228,6 +228,10 @@ def check(
     markdown: Annotated[Path | None, typer.Option(help="write the Markdown summary here")] = None,
     resume: Annotated[bool, typer.Option(help="reuse finished runs (off: a gate judges fresh runs)")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="baseline sweep (directory or results.parquet) for the [[baseline]] tables"),
+    ] = None,
 ) -> None:
     """A CI robustness gate: run a small sweep, assert thresholds; exit 1 when one fails."""
     from kame_sim.sweep import run_check
@@ -240,7 +244,7 @@ def check(
             def report(done: int, total: int, failed: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            result = run_check(spec, out, workers, junit, markdown, resume, report)
+            result = run_check(spec, out, workers, junit, markdown, resume, report, baseline)
     console.print(result.markdown, highlight=False, soft_wrap=True, markup=False)
     if not result.passed:
         raise typer.Exit(1)
@@ -407,6 +411,177 @@ def export_command(
         highlight=False,
         soft_wrap=True,
     )
+
+
+# -- compare two runs or two sweeps; FDB turn-taking of one run (kame_sim/compare.py, metrics/fdb*.py)
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="A (the reference): a run directory / trace, or a sweep")],
+    b: Annotated[Path, typer.Argument(help="B: the same kind as A")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="runs: the two timelines as a PNG; sweeps: the table (.parquet, else CSV)"),
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", help="sweeps: a metric column to compare (repeatable)")
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="runs: every metric, not only changed ones; sweeps: every metric")
+    ] = False,
+    n_boot: Annotated[int, typer.Option(help="sweeps: bootstrap resamples")] = 2000,
+    seed: Annotated[int, typer.Option(help="sweeps: seed of the bootstrap")] = 0,
+) -> None:
+    """Two runs side by side (metrics, changed turns, timelines) or two sweeps per design point."""
+    from kame_sim import compare as cmp
+
+    with _user_errors():
+        kinds = [cmp.is_sweep(p) for p in (a, b)]
+        if kinds[0] != kinds[1]:
+            raise InputError(b, None, "compare two runs or two sweeps, not one of each")
+        if n_boot < 1:
+            raise InputError("<cli>", "--n-boot", f"must be at least 1, got {n_boot}")
+        if kinds[0]:
+            _compare_sweeps(cmp, a, b, out, metric, all_, n_boot, seed)
+        else:
+            _compare_runs(cmp, a, b, out, all_)
+
+
+def _compare_runs(cmp: Any, a: Path, b: Path, out: Path | None, all_: bool) -> None:
+    result = cmp.compare_runs(a, b)
+    for note in result.notes:
+        err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    table = Table(title=f"metrics · A = {result.a.path} · B = {result.b.path}", header_style="bold")
+    for col in ("metric", "A", "B", "B − A"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    shown = [m for m in result.metrics if all_ or m.changed()]
+    for m in shown:
+        table.add_row(m.name, cmp.fmt(m.a), cmp.fmt(m.b), cmp.signed(m.delta))
+    console.print(table)
+    if not all_:
+        console.print(f"{len(result.metrics) - len(shown)} metrics unchanged (--all shows them)")
+    turns = Table(title="turns whose response changed (A → B)", header_style="bold")
+    for col in ("turn", "onset (s)", "words", "F1 vs oracle", "reply F1", "changed"):
+        turns.add_column(col, justify="left" if col == "changed" else "right")
+    for t in result.turns:
+        cells = [str(t.utterance)]
+        for name in ("onset_s", "response_words", "f1_response", "reply_f1"):
+            va, vb = (cmp.fmt(getattr(x, name), 3) if x is not None else "–" for x in (t.a, t.b))
+            cells.append(va if va == vb else f"{va} → {vb}")
+        turns.add_row(*cells, ", ".join(t.changed))
+    if result.turns:
+        console.print(turns)
+    else:
+        console.print("no turn's onset, response or agreement changed")
+    if out is not None:
+        path = cmp.plot_comparison(result.a, result.b, out)
+        console.print(f"timelines: [bold]{path}[/] (A above B)")
+
+
+def _compare_sweeps(
+    cmp: Any, a: Path, b: Path, out: Path | None, metric: list[str] | None, all_: bool, n_boot: int, seed: int
+) -> None:
+    ra, rb = cmp.load_results(a), cmp.load_results(b)
+    metrics = metric or (
+        None if all_ else [m for m in cmp.DEFAULT_METRICS if m in ra.metrics() + rb.metrics()]
+    )
+    result = cmp.compare_sweeps(ra, rb, metrics, n_boot=n_boot, seed=seed)
+    console.print(f"A = {ra.path}\nB = {rb.path}", highlight=False, soft_wrap=True)
+    rows = result.to_pylist()
+    for point in dict.fromkeys(r["point"] for r in rows):
+        mine = [r for r in rows if r["point"] == point]
+        methods = ", ".join(dict.fromkeys(r["ci_method"] for r in mine))
+        table = Table(title=f"{point} · B − A · CI: {methods}", header_style="bold", title_justify="left")
+        for col in ("metric", "runs A/B (pairs)", "mean A", "mean B", "B − A", "95% CI", ""):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for r in mine:
+            ci = (
+                "–"
+                if r["delta_low"] is None
+                else f"[{cmp.signed(r['delta_low'])}, {cmp.signed(r['delta_high'])}]"
+            )
+            table.add_row(
+                r["metric"],
+                f"{r['n_a']}/{r['n_b']} ({r['n_pairs']})",
+                cmp.fmt(r["mean_a"]),
+                cmp.fmt(r["mean_b"]),
+                cmp.signed(r["delta"]),
+                ci,
+                "★" if r["significant"] else "",
+            )
+        console.print(table)
+    n_sig = sum(bool(r["significant"]) for r in rows)
+    console.print(
+        f"★ {n_sig} of {len(rows)} differences have a 95% CI that excludes 0 "
+        "(with nothing changed, about 5 % would by chance)"
+    )
+    if out is not None:
+        console.print(f"table: [bold]{cmp.write_table(result, out)}[/]")
+
+
+@app.command("fdb")
+def fdb_command(
+    run: Annotated[Path, typer.Argument(help="run directory or trace.arrows file")],
+    audio: Annotated[
+        Path | None,
+        typer.Option(help="the run's --audio-out wav: also recognise the front-end's speech (FDB's way)"),
+    ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="faster-whisper model folder (default: tiny.en)")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the numbers as JSON here")] = None,
+) -> None:
+    """Full-Duplex-Bench turn-taking per user silence: turn ends (TOR, latency) and pauses (TOR)."""
+    import json
+    from dataclasses import asdict
+
+    from kame_sim.compare import fmt, load_references
+    from kame_sim.metrics.fdb import fdb_from_tokens
+    from kame_sim.trace import read_trace
+
+    with _user_errors():
+        trace = read_trace(run)
+        refs, why = load_references(trace)
+        if refs is None:
+            raise InputError(run, None, f"turn ends and pauses need the run's conversation: {why}")
+        views = {"text tokens": fdb_from_tokens(trace, refs)}
+        if audio is not None:
+            from kame_sim.metrics.fdb_asr import fdb_from_audio
+
+            summary, turns, _words = fdb_from_audio(trace, audio, refs, model_dir=model_dir)
+            views["recognised speech"] = (summary, turns)
+    table = Table(title=f"FDB turn-taking per user silence · {trace.path}", header_style="bold")
+    table.add_column("turn", justify="right")
+    table.add_column("silence")
+    table.add_column("user end", justify="right")
+    for name in views:
+        for col in ("words", "span", "TOR", "latency"):
+            table.add_column(f"{col} ({name})" if col == "words" else col, justify="right")
+    per_view = [turns for _s, turns in views.values()]
+    for k, first in enumerate(per_view[0]):
+        cells = [str(first.utterance), first.label or "–", f"{first.end_s:.2f}"]
+        for turns in per_view:
+            t = turns[k]
+            cells += [str(t.n_words), fmt(t.span_s, 3), str(int(t.took_turn)), fmt(t.latency_s, 3)]
+        table.add_row(*cells)
+    console.print(table)
+    summary_table = Table(title="FDB v1 (turn ends: TOR ↑, latency ↓; pauses: TOR ↓)", header_style="bold")
+    summary_table.add_column("")
+    for name in views:
+        summary_table.add_column(name, justify="right")
+    rows = [s.as_row() for s, _t in views.values()]
+    for key in rows[0]:
+        summary_table.add_row(key, *(fmt(r[key]) for r in rows))
+    console.print(summary_table)
+    if json_out is not None:
+        data = {
+            name: {"summary": s.as_row(), "turns": [asdict(t) for t in turns]}
+            for name, (s, turns) in views.items()
+        }
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        console.print(f"json: [bold]{json_out}[/]")
 
 
 def main() -> None:  # pragma: no cover - console entry point

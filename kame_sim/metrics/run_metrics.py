@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from kame_sim.conversation import Conversation, user_utterances
+from kame_sim.metrics import fdb
 from kame_sim.metrics.events import TraceColumns
+from kame_sim.metrics.fdb import TURN_END
 from kame_sim.metrics.oracle_lag import STATUSES, ChunkLags, chunk_lags
 from kame_sim.metrics.streams import CANCEL_REASONS, STREAM_STATUSES, StreamLife, max_live, stream_lives
 from kame_sim.metrics.text import normalise_words, normalised_edit_distance, pieces_to_words, word_f1
@@ -71,14 +73,23 @@ class TurnMetrics:
     edit_after: float | None = None
     edit_response: float | None = None
     reply_f1: float | None = None
+    # Full-Duplex-Bench's view of the silence after this turn (kame_sim/metrics/fdb.py)
+    silence: str | None = None  # "turn_end" | "pause" | None (not labelled)
+    fdb_words: int = 0
+    fdb_span_s: float | None = None
+    fdb_took_turn: bool = False
+    fdb_latency_s: float | None = None
     response_text: str = ""
     oracle_text: str | None = None
     reference_text: str | None = None
 
     def as_row(self) -> dict[str, Number]:
-        """Flat numeric row (the three texts left out; ``responded`` as 0/1)."""
-        row = _numeric_fields(self, skip=("response_text", "oracle_text", "reference_text"))
+        """Flat numeric row (the texts left out; ``responded``/``fdb_took_turn`` as 0/1; the
+        silence label as ``turn_end`` = 1 turn end, 0 pause, None not labelled)."""
+        row = _numeric_fields(self, skip=("response_text", "oracle_text", "reference_text", "silence"))
         row["responded"] = int(self.responded)
+        row["fdb_took_turn"] = int(self.fdb_took_turn)
+        row["turn_end"] = None if self.silence is None else int(self.silence == TURN_END)
         return row
 
 
@@ -165,6 +176,16 @@ class RunMetrics:
     edit_response_mean: float | None = None
     n_turns_with_reference: int = 0
     reply_f1_mean: float | None = None
+    # Full-Duplex-Bench turn-taking over the labelled user silences (kame_sim/metrics/fdb.py),
+    # from the front-end's text tokens; labels need the reference replies (None without them)
+    n_fdb_turn_ends: int = 0
+    n_fdb_pauses: int = 0
+    n_fdb_turn_overs: int = 0
+    n_fdb_pause_turn_overs: int = 0
+    fdb_turn_taking_tor: float | None = None
+    fdb_turn_taking_latency_s: float | None = None
+    fdb_turn_taking_latency_median_s: float | None = None
+    fdb_pause_tor: float | None = None
     # The per-chunk linkage behind the lag numbers (for plots and checks); not part of the row.
     chunk_lags: ChunkLags | None = field(default=None, repr=False, compare=False)
 
@@ -184,9 +205,13 @@ def compute_metrics(
     trace: TraceData,
     reference_replies: Mapping[int, str] | None = None,
     burst_gap: float = DEFAULT_BURST_GAP,
+    silence_labels: Mapping[int, str | None] | None = None,
 ) -> tuple[RunMetrics, list[TurnMetrics]]:
     """All metrics of one trace. ``reference_replies`` maps a user utterance index to the real reply.
 
+    The Full-Duplex-Bench columns need each user silence labelled turn end or pause: from
+    ``silence_labels`` when given, else from ``reference_replies`` (:func:`fdb.silence_labels`: a
+    non-empty reply is a turn end, an empty one a pause); without either, nothing is labelled.
     ``RunMetrics.chunk_lags`` keeps the per-chunk linkage (:class:`ChunkLags`) for plots.
     """
     cols = TraceColumns(trace.table)
@@ -205,6 +230,9 @@ def compute_metrics(
     )
     turn_metrics = _turn_metrics(cols, turns, speech, speaking_oracle, reference_replies or {})
     _fill_turn_summary(run, turn_metrics)
+    if silence_labels is None:
+        silence_labels = fdb.silence_labels(reference_replies or {}, turns.utterance.tolist())
+    _fill_fdb(run, turn_metrics, cols, turns, speech, silence_labels, fdb.frame_seconds(trace))
     _fill_oracle(run, cols, lags, speaking_oracle)
     _fill_streams(run, cols, stream_lives(trace, run.simulated_s))
     run.chunk_lags = lags
@@ -392,6 +420,29 @@ def _fill_turn_summary(run: RunMetrics, turns: list[TurnMetrics]) -> None:
         setattr(run, f"{name}_mean", _stats([getattr(t, name) for t in turns])[0])
     run.n_turns_with_reference = sum(t.reply_f1 is not None for t in turns)
     run.reply_f1_mean = _stats([t.reply_f1 for t in turns])[0]
+
+
+def _fill_fdb(
+    run: RunMetrics,
+    turn_metrics: list[TurnMetrics],
+    cols: TraceColumns,
+    turns: Turns,
+    speech: Speech,
+    labels: Mapping[int, str | None],
+    frame_s: float,
+) -> None:
+    words, word_turn = fdb.token_words(cols, speech, frame_s)
+    per_turn = fdb.fdb_turns(turns, words, word_turn, labels)
+    for tm, ft in zip(turn_metrics, per_turn, strict=True):
+        tm.silence = ft.label
+        tm.fdb_words, tm.fdb_span_s, tm.fdb_took_turn, tm.fdb_latency_s = (
+            ft.n_words,
+            ft.span_s,
+            ft.took_turn,
+            ft.latency_s,
+        )
+    for name, value in fdb.summarise(per_turn).as_row().items():
+        setattr(run, name, value)
 
 
 # -- the real speaker's replies ------------------------------------------------------------------

@@ -12,7 +12,24 @@ A check file is a sweep (inline keys, or ``sweep = "path"``) plus ``[[assert]]``
 
 Each assertion aggregates one metric over the matching successful runs (the point estimate of
 the metrics package's clustered aggregate; its confidence interval is reported, not judged, since
-a CI gate must be deterministic) and compares it with the threshold. A run that failed fails the
+a CI gate must be deterministic) and compares it with the threshold.
+
+A check may also compare against a **baseline** sweep (``kame-sim check --baseline RESULTS``, or
+``baseline_results = "path"``) with ``[[baseline]]`` tables::
+
+    [[baseline]]
+    metric = "onset_median_s"
+    direction = "lower"                 # lower | higher: which way is better
+    tolerance = 0.05                    # how much worse is still fine (metric units)
+    relative = false                    # true: tolerance is a fraction of the baseline mean
+    judge = "significant"               # significant | mean
+    where = { "llm.ttft.median" = 0.73 } # optional
+
+Each design point is compared on its own: the difference of means with a paired bootstrap CI
+(runs paired by conversation and seed, :mod:`kame_sim.metrics.paired`). ``judge = "mean"`` fails a
+point whose regression (the difference in the bad direction) exceeds the tolerance;
+``"significant"`` (the default) also needs the CI to exclude 0, so seed noise alone fails a point
+at most ~2.5 % of the time. A failing point names its worst runs. A run that failed fails the
 check too (the implicit "all runs completed" assertion): a gate that silently ignores crashing
 runs would pass exactly when things are worst. Results go to JUnit XML (one testcase per
 assertion, which every CI system renders) and a Markdown table (for job summaries / PR comments).
@@ -20,6 +37,7 @@ assertion, which every CI system renders) and a Markdown table (for job summarie
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import xml.etree.ElementTree as ET
@@ -28,12 +46,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kame_sim.compare import SweepResults, design_points, load_results, point_label, sample_of
 from kame_sim.config import read_toml, validation_to_input_error
 from kame_sim.errors import InputError
 from kame_sim.metrics import aggregate
+from kame_sim.metrics.aggregate import _rng
+from kame_sim.metrics.paired import PairedDifference, Sample, paired_difference
 from kame_sim.paths import make_output_dir, plain_name_problem
 from kame_sim.sweep.runner import ProgressCallback, SweepResult, execute_plan
 from kame_sim.sweep.spec import SweepPlan, flatten_dotted, load_sweep, parse_spec, plan_sweep
@@ -49,7 +71,11 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 }
 #: Columns a ``where`` filter may use besides the sweep's parameters.
 RUN_COLUMNS = ("conversation_id", "seed")
-CHECK_KEYS = frozenset({"name", "description", "sweep", "assert", "allow_failed_runs"})
+CHECK_KEYS = frozenset(
+    {"name", "description", "sweep", "assert", "allow_failed_runs", "baseline", "baseline_results"}
+)
+Direction = Literal["lower", "higher"]
+Judge = Literal["significant", "mean"]
 
 
 class Assertion(BaseModel):
@@ -72,6 +98,26 @@ class Assertion(BaseModel):
         return f"{self.stat}({self.metric}) {self.op} {self.value:g}"
 
 
+class BaselineCheck(BaseModel):
+    """A metric that must not get worse than in the baseline sweep by more than ``tolerance``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    metric: str
+    direction: Direction
+    tolerance: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    relative: bool = False
+    judge: Judge = "significant"
+    where: dict[str, Any] = Field(default_factory=dict)
+    worst: int = Field(3, ge=0, le=50)
+
+    def label(self) -> str:
+        tol = f"{self.tolerance:g}" + (" × baseline" if self.relative else "")
+        better = "lower" if self.direction == "lower" else "higher"
+        return self.name or f"{self.metric} ({better} is better) regresses <= {tol}{_where_text(self.where)}"
+
+
 class _CheckHeader(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -79,7 +125,9 @@ class _CheckHeader(BaseModel):
     description: str | None = None
     sweep: str | None = None
     allow_failed_runs: bool = False
-    assertions: list[Assertion] = Field(..., alias="assert", min_length=1)
+    assertions: list[Assertion] = Field(default_factory=list, alias="assert")
+    baseline: list[BaselineCheck] = Field(default_factory=list)
+    baseline_results: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -100,6 +148,8 @@ class CheckSpec:
     plan: SweepPlan
     assertions: list[Assertion]
     allow_failed_runs: bool
+    baseline: list[BaselineCheck] = field(default_factory=list)
+    baseline_results: Path | None = None  # from the file (relative to it); --baseline overrides
 
 
 @dataclass(frozen=True)
@@ -120,9 +170,33 @@ class AssertionOutcome:
     message: str
 
 
+@dataclass(frozen=True)
+class BaselineOutcome:
+    """The verdict on one ``[[baseline]]`` table at one design point (current vs baseline)."""
+
+    name: str
+    metric: str
+    point: str
+    direction: str
+    judge: str
+    tolerance: float  # absolute, in metric units (a relative one multiplied out)
+    baseline: float | None  # the baseline's mean (over the pairs when paired)
+    measured: float | None  # the current mean
+    regression: float | None  # how much worse (> 0) or better (< 0) than the baseline
+    ci_low: float | None  # CI of the regression
+    ci_high: float | None
+    ci_method: str
+    n_runs: int
+    n_baseline: int
+    n_pairs: int
+    passed: bool
+    message: str
+    worst_runs: tuple[str, ...] = ()
+
+
 @dataclass
 class CheckResult:
-    """The check's verdict, per assertion, plus the sweep it ran."""
+    """The check's verdict, per assertion (and baseline comparison), plus the sweep it ran."""
 
     name: str
     passed: bool
@@ -131,7 +205,9 @@ class CheckResult:
     markdown: str
     junit_path: Path | None = None
     markdown_path: Path | None = None
-    failures: list[AssertionOutcome] = field(default_factory=list)
+    failures: list[AssertionOutcome | BaselineOutcome] = field(default_factory=list)
+    baseline: list[BaselineOutcome] = field(default_factory=list)
+    baseline_path: Path | None = None
 
 
 def _where_text(where: dict[str, Any]) -> str:
@@ -158,10 +234,15 @@ def load_check(path: Path) -> CheckSpec:
     for item in header_data.get("assert") or []:
         if isinstance(item, dict) and isinstance(item.get("where"), dict):
             item["where"] = dict(flatten_dotted(item["where"], frozenset()))
+    for item in header_data.get("baseline") or []:
+        if isinstance(item, dict) and isinstance(item.get("where"), dict):
+            item["where"] = dict(flatten_dotted(item["where"], frozenset()))
     try:
         header = _CheckHeader.model_validate(header_data)
     except ValidationError as exc:
         raise validation_to_input_error(exc, path) from None
+    if not header.assertions and not header.baseline:
+        raise InputError(path, "assert", "at least one [[assert]] or [[baseline]] table is required")
     if header.sweep is not None:
         if sweep_data:
             key = next(iter(sweep_data))
@@ -175,6 +256,10 @@ def load_check(path: Path) -> CheckSpec:
         sweep_data.setdefault("name", header.name or path.stem)
         plan = plan_sweep(parse_spec(sweep_data, path), path)
     _check_filters(path, plan, header.assertions)
+    _check_filters(path, plan, header.baseline, "baseline")
+    baseline_results = None
+    if header.baseline_results is not None:
+        baseline_results = (path.resolve().parent / header.baseline_results).resolve()
     return CheckSpec(
         path=path,
         name=header.name or path.stem,
@@ -182,6 +267,8 @@ def load_check(path: Path) -> CheckSpec:
         plan=plan,
         assertions=header.assertions,
         allow_failed_runs=header.allow_failed_runs,
+        baseline=header.baseline,
+        baseline_results=baseline_results,
     )
 
 
@@ -193,11 +280,13 @@ def _run_values(plan: SweepPlan, key: str) -> list[Any]:
     return [r.parameters[key] for r in plan.runs]
 
 
-def _check_filters(path: Path, plan: SweepPlan, assertions: list[Assertion]) -> None:
+def _check_filters(
+    path: Path, plan: SweepPlan, assertions: list[Assertion] | list[BaselineCheck], table: str = "assert"
+) -> None:
     """Every ``where`` key must be a parameter and match some run, or the check judges nothing."""
     for i, assertion in enumerate(assertions):
         for key, wanted in assertion.where.items():
-            field_name = f"assert[{i}].where.{key}"
+            field_name = f"{table}[{i}].where.{key}"
             if key not in plan.parameter_keys and key not in RUN_COLUMNS:
                 known = ", ".join([*plan.parameter_keys, *RUN_COLUMNS])
                 raise InputError(path, field_name, f"not a parameter of the sweep (known: {known})")
@@ -322,6 +411,181 @@ def _completion(check: CheckSpec, sweep: SweepResult) -> AssertionOutcome:
     )
 
 
+# -- the baseline ----------------------------------------------------------------------------------
+
+
+def load_baseline(check: CheckSpec, baseline: Path | None) -> SweepResults | None:
+    """The baseline results a check compares against, validated before anything runs."""
+    path = Path(baseline) if baseline is not None else check.baseline_results
+    if path is None:
+        if check.baseline:
+            raise InputError(
+                check.path,
+                "baseline",
+                "[[baseline]] tables need a baseline: --baseline RESULTS or baseline_results = 'path'",
+            )
+        return None
+    if not check.baseline:
+        raise InputError("<cli>", "--baseline", f"{check.path} has no [[baseline]] tables to judge")
+    results = load_results(path)
+    columns = results.table.column_names
+    missing = [k for k in check.plan.parameter_keys if k not in columns]
+    if missing:
+        raise InputError(
+            results.path,
+            None,
+            f"the baseline has no column for the check's parameter(s) {', '.join(missing)}",
+        )
+    for i, b in enumerate(check.baseline):
+        if b.metric not in columns:
+            raise InputError(
+                check.path, f"baseline[{i}].metric", f"{b.metric!r} is not a column of {results.path}"
+            )
+    return results
+
+
+def _rows_where(table: pa.Table, where: dict[str, Any]) -> pa.Table:
+    """Successful baseline runs whose columns match ``where`` (numbers with a relative tolerance)."""
+    keep = []
+    cols = {k: table.column(k).to_pylist() for k in where if k in table.column_names}
+    status = table.column("status").to_pylist() if "status" in table.column_names else ["ok"] * len(table)
+    for i in range(len(table)):
+        ok = status[i] == "ok"
+        for k, wanted in where.items():
+            value = cols[k][i] if k in cols else None
+            if isinstance(wanted, dict | list) and isinstance(value, str):
+                value = json.loads(value)
+            ok = ok and _matches(value, wanted)
+        keep.append(ok)
+    return table.filter(pa.array(keep, pa.bool_()))
+
+
+def _worst_runs(b: BaselineCheck, d: PairedDifference, current: Sample, sign: float) -> tuple[str, ...]:
+    """The runs that regressed most: per pair (paired), else against the baseline mean."""
+    lines = []
+    if d.pairs:
+        ranked = sorted(d.pairs, key=lambda p: -sign * p.delta)[: b.worst]
+        for p in ranked:
+            lines.append(
+                f"{p.b_run or '?'} (conversation {p.conversation}, seed {p.seed}): {p.b:.4g} vs baseline "
+                f"{p.a:.4g} ({sign * p.delta + 0.0:+.3g})"
+            )
+        return tuple(lines)
+    valid = current.valid()
+    if d.mean_a is None or not len(valid.values):
+        return ()
+    order = np.argsort(-sign * (valid.values - d.mean_a), kind="stable")[: b.worst]
+    for i in order.tolist():
+        run = valid.run_id[i] if len(valid.run_id) else "?"
+        lines.append(
+            f"{run} (conversation {valid.conversation[i]}, seed {valid.seed[i]}): {valid.values[i]:.4g} vs "
+            f"baseline mean {d.mean_a:.4g} ({sign * (valid.values[i] - d.mean_a) + 0.0:+.3g})"
+        )
+    return tuple(lines)
+
+
+def judge_baseline(
+    b: BaselineCheck, table: pa.Table, plan: SweepPlan, baseline: SweepResults, seed: int = 0
+) -> list[BaselineOutcome]:
+    """One outcome per design point of the current sweep that ``b.where`` keeps."""
+    params = plan.parameter_keys
+    current = _selected(table, plan, b.where)
+    base = _rows_where(baseline.table, b.where)
+    base_points = design_points(base, params)
+    sign = 1.0 if b.direction == "lower" else -1.0  # regression = sign × (current − baseline)
+    out = []
+    for key, (values, rows) in design_points(current, params).items():
+        point = point_label(params, values)
+        common = {
+            "name": b.label(),
+            "metric": b.metric,
+            "point": point,
+            "direction": b.direction,
+            "judge": b.judge,
+        }
+        if b.metric not in current.column_names:
+            out.append(
+                BaselineOutcome(
+                    **common,
+                    tolerance=b.tolerance,
+                    baseline=None,
+                    measured=None,
+                    regression=None,
+                    ci_low=None,
+                    ci_high=None,
+                    ci_method="none",
+                    n_runs=0,
+                    n_baseline=0,
+                    n_pairs=0,
+                    passed=False,
+                    message=f"no metric column {b.metric!r} in the current results",
+                )
+            )
+            continue
+        cur = sample_of(current, b.metric, rows)
+        base_rows = base_points.get(key, (None, np.zeros(0, dtype=np.int64)))[1]
+        ref = sample_of(base, b.metric, base_rows)
+        d = paired_difference(ref, cur, _rng(seed, key, f"baseline:{b.metric}"))
+        tol = b.tolerance * abs(d.mean_a) if (b.relative and d.mean_a is not None) else b.tolerance
+        if d.delta is None:
+            missing = "the baseline has no run" if d.n_a == 0 else "no current run"
+            out.append(
+                BaselineOutcome(
+                    **common,
+                    tolerance=tol,
+                    baseline=d.mean_a,
+                    measured=d.mean_b,
+                    regression=None,
+                    ci_low=None,
+                    ci_high=None,
+                    ci_method=d.method,
+                    n_runs=d.n_b,
+                    n_baseline=d.n_a,
+                    n_pairs=0,
+                    passed=False,
+                    message=f"{missing} with a value of {b.metric} at {point}",
+                )
+            )
+            continue
+        regression = sign * d.delta + 0.0  # + 0.0: no "-0"
+        low, high = (None, None) if d.low is None else sorted((sign * d.low + 0.0, sign * d.high + 0.0))
+        beyond = regression > tol + 1e-12
+        significant = low is not None and low > 0.0
+        failed = beyond and (significant or b.judge == "mean")
+        verb = "worse" if regression > 0 else "better" if regression < 0 else "unchanged"
+        ci_text = "" if low is None else f", {d.ci_level:.0%} CI [{low:+.3g}, {high:+.3g}] ({d.method})"
+        if failed:
+            why = "beyond the tolerance" + (" and significant" if b.judge == "significant" else "")
+        elif beyond:
+            why = "beyond the tolerance but not significant (the CI includes 0)"
+        else:
+            why = "within the tolerance"
+        message = (
+            f"{b.metric} at {point}: {d.mean_b:.4g} vs baseline {d.mean_a:.4g}: "
+            f"{f'{abs(regression):.3g} ' if regression else ''}{verb}"
+            f"{ci_text}; tolerance {tol:.3g}: {why}"
+        )
+        out.append(
+            BaselineOutcome(
+                **common,
+                tolerance=tol,
+                baseline=d.mean_a,
+                measured=d.mean_b,
+                regression=regression,
+                ci_low=low,
+                ci_high=high,
+                ci_method=d.method,
+                n_runs=d.n_pairs or d.n_b,
+                n_baseline=d.n_pairs or d.n_a,
+                n_pairs=d.n_pairs,
+                passed=not failed,
+                message=message,
+                worst_runs=_worst_runs(b, d, cur, sign) if b.worst else (),
+            )
+        )
+    return out
+
+
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
 
@@ -334,9 +598,17 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(check: CheckSpec, outcomes: list[AssertionOutcome], sweep: SweepResult) -> str:
-    """A Markdown summary: verdict, run counts, and one table row per assertion."""
-    passed = all(o.passed for o in outcomes)
+def render_markdown(
+    check: CheckSpec,
+    outcomes: list[AssertionOutcome],
+    sweep: SweepResult,
+    baseline: list[BaselineOutcome] | None = None,
+    baseline_path: Path | None = None,
+) -> str:
+    """A Markdown summary: verdict, run counts, one table row per assertion (and per baseline
+    comparison, with the worst runs of each failing one)."""
+    baseline = baseline or []
+    passed = all(o.passed for o in outcomes) and all(o.passed for o in baseline)
     n_failed = len(sweep.failed)
     lines = [
         f"## kame-sim check `{check.name}`: {'PASSED' if passed else 'FAILED'}",
@@ -365,16 +637,56 @@ def render_markdown(check: CheckSpec, outcomes: list[AssertionOutcome], sweep: S
         measured = _fmt(o.measured) if o.measured is not None else "no data"
         result = "✅ pass" if o.passed else "❌ FAIL"
         lines.append(f"| {_cell(o.name)} | {measured} | {ci} | {_cell(threshold)} | {o.n_runs} | {result} |")
+    if baseline:
+        lines += _baseline_markdown(baseline, baseline_path)
     return "\n".join(lines) + "\n"
 
 
-def write_junit(path: Path, check: CheckSpec, outcomes: list[AssertionOutcome], seconds: float) -> None:
-    """JUnit XML: one testcase per assertion; a failed one carries the measured value."""
-    failures = sum(not o.passed for o in outcomes)
+def _baseline_markdown(outcomes: list[BaselineOutcome], path: Path | None) -> list[str]:
+    lines = [
+        "",
+        f"### Against the baseline `{path}`" if path is not None else "### Against the baseline",
+        "",
+        "Regression = how much worse than the baseline (> 0 worse, < 0 better); 95% CI: paired bootstrap"
+        " (runs paired by conversation and seed).",
+        "",
+        "| baseline check | design point | baseline | current | regression | 95% CI | tolerance | pairs"
+        " | result |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        ci = f"[{o.ci_low:+.3g}, {o.ci_high:+.3g}]" if o.ci_low is not None and o.ci_high is not None else "–"
+        reg = "–" if o.regression is None else f"{o.regression:+.4g}"
+        result = "✅ pass" if o.passed else "❌ FAIL"
+        lines.append(
+            f"| {_cell(o.name)} | {_cell(o.point)} | {_fmt(o.baseline)} | {_fmt(o.measured)} | {reg} "
+            f"| {ci} | {o.tolerance:.3g} | {o.n_pairs} | {result} |"
+        )
+    for o in outcomes:
+        if o.passed:
+            continue
+        lines += ["", f"**{_cell(o.name)}** at {_cell(o.point)}: {_cell(o.message)}"]
+        if o.worst_runs:
+            lines += ["", "Worst runs:", *[f"- {_cell(w)}" for w in o.worst_runs]]
+    return lines
+
+
+def write_junit(
+    path: Path,
+    check: CheckSpec,
+    outcomes: list[AssertionOutcome],
+    seconds: float,
+    baseline: list[BaselineOutcome] | None = None,
+) -> None:
+    """JUnit XML: one testcase per assertion (and per baseline comparison); a failed one carries the
+    measured value (a baseline one, the worst runs too)."""
+    baseline = baseline or []
+    failures = sum(not o.passed for o in outcomes) + sum(not o.passed for o in baseline)
+    n_tests = len(outcomes) + len(baseline)
     suites = ET.Element(
         "testsuites",
         name="kame-sim check",
-        tests=str(len(outcomes)),
+        tests=str(n_tests),
         failures=str(failures),
         errors="0",
         time=f"{seconds:.3f}",
@@ -383,7 +695,7 @@ def write_junit(path: Path, check: CheckSpec, outcomes: list[AssertionOutcome], 
         suites,
         "testsuite",
         name=check.name,
-        tests=str(len(outcomes)),
+        tests=str(n_tests),
         failures=str(failures),
         errors="0",
         skipped="0",
@@ -404,6 +716,24 @@ def write_junit(path: Path, check: CheckSpec, outcomes: list[AssertionOutcome], 
                 f"measured: {_fmt(o.measured)}\nthreshold: {o.op} {o.threshold:g}\n"
                 f"metric: {o.stat}({o.metric}){_where_text(o.where)}\nruns: {o.n_runs}"
             )
+    for b in baseline:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"kame_sim.check.{check.name}.baseline",
+            name=f"{b.name} at {b.point}",
+            time="0",
+        )
+        worst = "\n".join(f"worst run: {w}" for w in b.worst_runs)
+        ET.SubElement(case, "system-out").text = b.message + (f"\n{worst}" if worst else "")
+        if not b.passed:
+            failure = ET.SubElement(case, "failure", type="BaselineRegression", message=b.message)
+            failure.text = (
+                f"baseline: {_fmt(b.baseline)}\ncurrent: {_fmt(b.measured)}\n"
+                f"regression: {'–' if b.regression is None else f'{b.regression:+.4g}'}\n"
+                f"tolerance: {b.tolerance:.4g}\njudge: {b.judge}\npairs: {b.n_pairs}"
+                + (f"\n{worst}" if worst else "")
+            )
     make_output_dir(path.parent, "--junit")
     ET.indent(suites)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
@@ -417,16 +747,20 @@ def run_check(
     markdown: Path | None = None,
     resume: bool = False,
     progress: ProgressCallback | None = None,
+    baseline: Path | None = None,
 ) -> CheckResult:
     """Run a check file's sweep into ``out_dir`` (default ``traces/checks/<name>``) and judge it.
 
     Writes JUnit XML to ``junit`` and the Markdown summary to ``markdown`` when given (the
     summary text is also on the result). Bad input raises :class:`InputError` before any run;
-    ``CheckResult.passed`` is the verdict (the CLI exits 1 when it is false). ``resume`` is off
+    ``CheckResult.passed`` is the verdict (the CLI exits 1 when it is false). ``baseline`` (a sweep
+    directory or results.parquet; default: the file's ``baseline_results``) is what the
+    ``[[baseline]]`` tables compare against. ``resume`` is off
     by default, unlike for sweeps: run ids do not cover the code, so a gate re-run after a code
     change must not judge runs the old code made.
     """
     check = load_check(Path(check_path))
+    base = load_baseline(check, baseline)
     out = Path(out_dir) if out_dir is not None else Path("traces") / "checks" / check.name
     for target, flag in ((junit, "--junit"), (markdown, "--markdown")):
         if target is not None:  # checked before the runs, not after them
@@ -436,10 +770,14 @@ def run_check(
     sweep = execute_plan(check.plan, out, workers, resume, progress)
     outcomes = [_judge(a, sweep.table, check.plan) for a in check.assertions]
     outcomes.append(_completion(check, sweep))
-    passed = all(o.passed for o in outcomes)
-    text = render_markdown(check, outcomes, sweep)
+    against = (
+        [o for b in check.baseline for o in judge_baseline(b, sweep.table, check.plan, base)] if base else []
+    )
+    passed = all(o.passed for o in outcomes) and all(o.passed for o in against)
+    base_path = base.path if base is not None else None
+    text = render_markdown(check, outcomes, sweep, against, base_path)
     if junit is not None:
-        write_junit(Path(junit), check, outcomes, sweep.wall_s)
+        write_junit(Path(junit), check, outcomes, sweep.wall_s, against)
     if markdown is not None:
         make_output_dir(Path(markdown).parent, "--markdown")
         Path(markdown).write_text(text, encoding="utf-8")
@@ -451,5 +789,7 @@ def run_check(
         markdown=text,
         junit_path=Path(junit) if junit is not None else None,
         markdown_path=Path(markdown) if markdown is not None else None,
-        failures=[o for o in outcomes if not o.passed],
+        failures=[*(o for o in outcomes if not o.passed), *(o for o in against if not o.passed)],
+        baseline=against,
+        baseline_path=base_path,
     )
