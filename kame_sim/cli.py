@@ -251,7 +251,9 @@ def _progress_bar(label: str, quiet: bool) -> Progress:
     )
 
 
-_SWEEP_SET_HELP = "change a scenario key in every run, e.g. --set policy.kind=multiplexer (over [set])"
+_SWEEP_SET_HELP = (
+    "change a scenario key in every run, e.g. --set policy.kind=multiplexer (wins over the file's set table)"
+)
 
 
 def _sets(sets: list[str] | None) -> dict[str, Any]:

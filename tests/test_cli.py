@@ -258,6 +258,8 @@ def serve_llm_command():
 
 
 def test_serve_llm_has_one_described_option_per_setting():
+    import typer
+
     from kame_sim.cli import SERVE_LLM_PORT
     from kame_sim.llm.serve import DEFAULT_PORT, ServeLlmConfig
 
@@ -274,6 +276,13 @@ def test_serve_llm_has_one_described_option_per_setting():
     for setting in ServeLlmConfig.model_fields:
         assert per_setting.get(setting, "--" + setting.replace("_", "-")) in options, setting
     assert SERVE_LLM_PORT == DEFAULT_PORT
+    # rich reads "[...]" in help text as markup and drops it: no option may lose its words that way
+    commands = [typer.main.get_command(app)]
+    while commands:
+        command = commands.pop()
+        commands.extend(getattr(command, "commands", {}).values())
+        for param in command.params:
+            assert "[" not in (getattr(param, "help", None) or ""), (command.name, param.name)
     shown = invoke("serve-llm", "--help")
     assert shown.exit_code == 0 and "--fault-after" in shown.output and "--allow-remote" in shown.output
 
