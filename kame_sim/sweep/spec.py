@@ -233,7 +233,8 @@ def run_folder_name(parameters: dict[str, Any], conversation_id: str, seed: int,
     folder is found by id whatever the parameters look like.
     """
     readable = ",".join(f"{k}={_value_text(v)}" for k, v in parameters.items())
-    readable = "-".join(p for p in (readable, conversation_id, f"seed{seed}") if p)
+    conversation = "" if conversation_id == "?" else conversation_id  # "?": not found when planned
+    readable = "-".join(p for p in (readable, conversation, f"seed{seed}") if p)
     readable = _UNSAFE.sub("_", readable)
     readable = readable[: MAX_FOLDER_NAME - len(run_id) - 1].strip("._-,+=")
     return f"{readable}-{run_id}" if readable else run_id
