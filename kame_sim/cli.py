@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,40 @@ app.add_typer(import_app, name="import")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _version_line() -> str:
+    """kame-sim's version, and moshi's and torch's when installed (read from their metadata:
+    importing torch would take seconds)."""
+    import platform
+    from importlib import metadata, util
+
+    from kame_sim import __version__
+
+    parts = []
+    for name in ("moshi", "torch"):
+        try:
+            found = util.find_spec(name) is not None
+            parts.append(f"{name} {metadata.version(name)}" if found else f"{name} not installed")
+        except (metadata.PackageNotFoundError, ValueError):
+            parts.append(f"{name} not installed")
+    return f"kame-sim {__version__} (python {platform.python_version()}, {', '.join(parts)})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(_version_line() + "\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the versions and exit"),
+    ] = False,
+) -> None:
+    pass
 
 
 @contextmanager
@@ -130,25 +165,54 @@ def run(
 @trace_app.command("show")
 def trace_show(
     path: Annotated[Path, typer.Argument(help="run directory or trace.arrows file")],
-    events: Annotated[int, typer.Option(help="also print the first N rows")] = 0,
+    events: Annotated[
+        int | None,
+        typer.Option(help="print the first N rows (of those --event/--from/--to select; all with a filter)"),
+    ] = None,
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event",
+            help="only rows of this event kind; repeat it or give a comma list (llm_start,llm_adopt)",
+        ),
+    ] = None,
+    from_s: Annotated[
+        float | None, typer.Option("--from", help="only rows with t_sim >= S (seconds)")
+    ] = None,
+    to_s: Annotated[float | None, typer.Option("--to", help="only rows with t_sim <= S (seconds)")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the selected rows as JSON lines (no summary)")
+    ] = False,
     streams: Annotated[
         bool, typer.Option(help="one row per LLM stream: adoption, overlaps, how it ended")
     ] = True,
 ) -> None:
-    """Summarise a recorded trace (complete or partial)."""
+    """Summarise a recorded trace (complete or partial), and print the rows you select."""
     from kame_sim.metrics.summary import summarize
     from kame_sim.report_text import render_summary
-    from kame_sim.trace import read_trace
+    from kame_sim.trace import WALL_COLUMNS, read_trace
+    from kame_sim.trace.select import select_rows
 
     with _user_errors():
+        kinds = [k.strip() for item in event or [] for k in item.split(",") if k.strip()]
+        filtered = bool(kinds) or from_s is not None or to_s is not None
+        if events is not None and events < 0:
+            raise InputError("<cli>", "--events", f"must be at least 0, got {events}")
         data = read_trace(path)
+        rows = select_rows(data.table, kinds, from_s, to_s)
+        if events is not None:
+            rows = rows.slice(0, events)
+        elif not (filtered or as_json):
+            rows = rows.slice(0, 0)
         if data.truncated:
             err_console.print("warning: the last record batch is torn; showing the complete ones")
+        if as_json:
+            for row in rows.to_pylist():
+                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return
         render_summary(summarize(data), console, f"trace · {data.path}", streams=streams)
-        if events:
-            rows = data.table.slice(0, events).drop_columns(["wall_s", "step_wall_s"]).to_pylist()
-            for row in rows:
-                console.print({k: v for k, v in row.items() if v is not None}, highlight=False)
+        for row in rows.drop_columns([c for c in WALL_COLUMNS if c in rows.column_names]).to_pylist():
+            console.print({k: v for k, v in row.items() if v is not None}, highlight=False)
 
 
 @app.command()
@@ -187,6 +251,15 @@ def _progress_bar(label: str, quiet: bool) -> Progress:
     )
 
 
+_SWEEP_SET_HELP = (
+    "change a scenario key in every run, e.g. --set policy.kind=multiplexer (wins over the file's set table)"
+)
+
+
+def _sets(sets: list[str] | None) -> dict[str, Any]:
+    return dict(parse_override(s) for s in sets or [])
+
+
 @app.command()
 def sweep(
     spec: Annotated[Path, typer.Argument(help="sweep TOML file")],
@@ -196,6 +269,7 @@ def sweep(
     ray: Annotated[
         str | None, typer.Option(help="run on a Ray cluster at this address ('local' for one here)")
     ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=_SWEEP_SET_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Run a design over scenario parameters × seeds × conversations; write results.parquet."""
@@ -209,7 +283,7 @@ def sweep(
             def report(done: int, total: int, failed: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            result = run_sweep(spec, out, workers, resume, report, ray)
+            result = run_sweep(spec, out, workers, resume, report, ray, _sets(set_))
     console.print(
         f"{result.total} runs: {len(result.executed)} run now, {len(result.resumed)} reused, "
         f"{len(result.failed)} failed in {result.wall_s:.1f} s"
@@ -227,10 +301,11 @@ def check(
     junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = None,
     markdown: Annotated[Path | None, typer.Option(help="write the Markdown summary here")] = None,
     resume: Annotated[bool, typer.Option(help="reuse finished runs (off: a gate judges fresh runs)")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=_SWEEP_SET_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
     baseline: Annotated[
         Path | None,
-        typer.Option(help="baseline sweep (directory or results.parquet) for the [[baseline]] tables"),
+        typer.Option(help="baseline sweep (directory or results.parquet) for the check's baseline tables"),
     ] = None,
 ) -> None:
     """A CI robustness gate: run a small sweep, assert thresholds; exit 1 when one fails."""
@@ -244,7 +319,7 @@ def check(
             def report(done: int, total: int, failed: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            result = run_check(spec, out, workers, junit, markdown, resume, report, baseline)
+            result = run_check(spec, out, workers, junit, markdown, resume, report, baseline, _sets(set_))
     console.print(result.markdown, highlight=False, soft_wrap=True, markup=False)
     if not result.passed:
         raise typer.Exit(1)
@@ -274,20 +349,113 @@ def report(
     console.print(f"report: [bold]{index}[/]")
 
 
-@app.command(
-    "serve-llm",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def serve_llm(ctx: typer.Context) -> None:
+#: kame_sim.llm.serve.DEFAULT_PORT (not imported: aiohttp loads slowly; a test keeps them equal).
+SERVE_LLM_PORT = 8089
+_FAULT_KINDS = "http_429, http_5xx, stall, drop, malformed"
+
+
+@app.command("serve-llm")
+def serve_llm(
+    host: Annotated[
+        str, typer.Option(help="address to bind; a non-loopback one needs --allow-remote")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="TCP port, 0..65535 (0: any free port, printed)")
+    ] = SERVE_LLM_PORT,
+    allow_remote: Annotated[
+        bool, typer.Option(help="allow a non-loopback --host (the server has no authentication)")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file of ServeLlmConfig keys; the options below override it")
+    ] = None,
+    content: Annotated[
+        str | None,
+        typer.Option(help="reply text: echo (the last user: line), fixed:TEXT or oracle_raw (default echo)"),
+    ] = None,
+    conversation: Annotated[
+        Path | None,
+        typer.Option(help="dataset directory whose oracle_raw predictions --content oracle_raw serves"),
+    ] = None,
+    conversation_id: Annotated[
+        str | None, typer.Option("--id", help="conversation id in --conversation (when it holds several)")
+    ] = None,
+    user_speaker: Annotated[
+        str | None, typer.Option(help="oracle_raw: the user's speaker (default A)")
+    ] = None,
+    frontend_speaker: Annotated[
+        str | None, typer.Option(help="oracle_raw: whose predictions to serve (default B)")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a model name GET /v1/models lists (repeatable; default gpt-4.1; any name is answered)"
+        ),
+    ] = None,
+    ttft: Annotated[
+        str | None,
+        typer.Option(help="time to first token: seconds, a preset name or a TOML table (default 0.2)"),
+    ] = None,
+    inter_chunk: Annotated[
+        str | None, typer.Option(help="gap between chunks: seconds, a preset or a table (default 0.02)")
+    ] = None,
+    words_per_chunk: Annotated[
+        int | None, typer.Option(help="words per content chunk, at least 1 (default 1)")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed of the delay and fault draws, at least 0 (default 0)")
+    ] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(help=f"KIND=P: a probability per request (repeatable; sum <= 1); KIND: {_FAULT_KINDS}"),
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(help="comma list deciding requests 1, 2, ... in order: ok or a fault KIND"),
+    ] = None,
+    repeat_schedule: Annotated[
+        bool | None, typer.Option(help="cycle --schedule instead of falling back to --fault after it")
+    ] = None,
+    stall_seconds: Annotated[
+        float | None, typer.Option(help="how long a stall sends nothing, >= 0 s (default 5)")
+    ] = None,
+    fault_after: Annotated[
+        int | None,
+        typer.Option(help="content chunks sent before a stall, drop or malformed line (default 2)"),
+    ] = None,
+    error_status: Annotated[
+        int | None, typer.Option(help="HTTP status of an http_5xx fault, 500..599 (default 503)")
+    ] = None,
+) -> None:
     """A loopback OpenAI-compatible streaming LLM with simulated content, delays and faults.
 
-    Options: kame-sim serve-llm --help. Point a live KAME server at it with
-    OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 OPENAI_API_KEY=dummy.
+    Point a live KAME server at it with OPENAI_BASE_URL=http://127.0.0.1:PORT/v1
+    OPENAI_API_KEY=dummy. Serves until Ctrl-C (docs/backends.md).
     """
-    from kame_sim.llm.serve import main as serve_main
+    from kame_sim.llm.serve import check_host, check_port, config_from_options, serve_forever
 
-    raise typer.Exit(serve_main(list(ctx.args)))
+    with _user_errors():
+        check_port(port)
+        settings = config_from_options(
+            config,
+            content=content,
+            conversation=conversation,
+            conversation_id=conversation_id,
+            user_speaker=user_speaker,
+            frontend_speaker=frontend_speaker,
+            models=model,
+            ttft=ttft,
+            inter_chunk=inter_chunk,
+            words_per_chunk=words_per_chunk,
+            seed=seed,
+            faults=fault,
+            schedule=schedule,
+            repeat_schedule=repeat_schedule,
+            stall_seconds=stall_seconds,
+            fault_after_chunks=fault_after,
+            error_status=error_status,
+        )
+        check_host(host, allow_remote)
+    serve_forever(settings, host, port, allow_remote)
 
 
 @app.command("init-checkpoint")
@@ -328,13 +496,13 @@ def import_kame_logs_command(
 
 @app.command()
 def validate(scenario: Annotated[Path, typer.Argument(help="scenario TOML file")]) -> None:
-    """Check a scenario and its conversation without running it."""
-    from kame_sim.runner import build_session_parts, load_run_conversation
+    """Check a scenario and its conversation without running it (no recogniser, no request)."""
+    from kame_sim.runner import check_inputs, load_run_conversation
 
     with _user_errors():
         sc = load_scenario(scenario)
         conv = load_run_conversation(sc)
-        build_session_parts(sc, conv)
+        check_inputs(sc, conv)
     console.print(f"ok: {scenario} ({conv.id}, {conv.duration_s:.1f} s, {len(conv.words)} words)")
 
 
@@ -344,11 +512,22 @@ def presets() -> None:
     from kame_sim.delays import PRESETS
 
     table = Table(title="delay presets", header_style="bold")
-    for col in ("name", "model", "source"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True)
+    table.add_column("model")
+    table.add_column("source", overflow="fold")
     for name, preset in PRESETS.items():
         table.add_row(name, preset.spec.describe(), preset.source)
-    console.print(table)
+    _print_unclipped(table)
+
+
+def _print_unclipped(table: Table) -> None:
+    """A terminal gets the table wrapped to its width; a pipe or file gets every row on one line
+    (its natural width), so nothing is cut or folded for grep and friends."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update(max_width=100_000)).maximum
+    Console(file=console.file, width=max(natural, 20), color_system=None).print(table)
 
 
 @app.command("metrics")

@@ -22,7 +22,7 @@ from kame_sim.frontend.behavioural import BehaviouralFrontend
 from kame_sim.frontend.protocol import Frontend
 from kame_sim.llm.cassette import CassetteLlm
 from kame_sim.llm.content import LlmContentSource, OracleRawReplay, ProgressiveHintSource
-from kame_sim.llm.openai_backend import OpenAiLlm, ScaledLlm
+from kame_sim.llm.openai_backend import OpenAiLlm, ScaledLlm, api_key_from_env
 from kame_sim.llm.plan import LlmBackend, SimulatedLlm
 from kame_sim.replay.oracle_replay import load_oracle_schedule
 from kame_sim.run_dir import prepare_run_dir
@@ -30,7 +30,7 @@ from kame_sim.schedule import DelaySchedule, scenario_schedule
 from kame_sim.sim import ProgressCallback, Session, SessionParts
 from kame_sim.stt.events import SttEvent
 from kame_sim.stt.simulated import schedule_stt_events
-from kame_sim.stt.whisper import whisper_stt_events
+from kame_sim.stt.whisper import check_whisper_settings, whisper_stt_events
 from kame_sim.tokenizer import TextTokenizer
 from kame_sim.trace.ipc_file import write_ipc_file
 from kame_sim.trace.schema import TRACE_FILENAME
@@ -232,6 +232,43 @@ def build_session_parts(
         stt_events=stt_events,
         oracle_replay=oracle_replay,
     )
+
+
+def check_inputs(scenario: Scenario, conversation: Conversation) -> None:
+    """Everything a run checks before it starts, without running or changing anything.
+
+    What ``kame-sim validate`` does: the schedule, the front-end (a real one's checkpoint is
+    loaded), the simulated STT's draws, a whisper STT's model folder and settings (no audio is
+    decoded), the LLM settings (a live back-end's key is looked up, nothing is sent, no client is
+    built), cassettes that a replay needs, and the oracle replay. Cassettes are only checked to
+    exist: opening one repairs a torn tail, and ``record`` mode would delete it.
+    """
+    schedule = scenario_schedule(scenario)
+    build_frontend(scenario)
+    if scenario.stt.kind == "whisper":
+        check_whisper_settings(scenario)
+    else:
+        build_stt_events(scenario, conversation, schedule)
+    settings = scenario.llm
+    if (
+        settings.cassette is not None
+        and settings.cassette_mode == "replay"
+        and not settings.cassette.is_file()
+    ):
+        raise InputError(
+            settings.cassette, "llm.cassette", "cassette not found (record one with cassette_mode = 'record')"
+        )
+    pure_replay = (
+        settings.cassette is not None and settings.cassette_mode == "replay" and settings.on_miss == "error"
+    )
+    if settings.kind == "openai" and not pure_replay:
+        api_key_from_env(settings)
+    elif settings.kind == "simulated" and not pure_replay:
+        build_llm(
+            scenario.model_copy(update={"llm": settings.model_copy(update={"cassette": None})}), conversation
+        )
+    if scenario.replay.oracle_from is not None:
+        load_oracle_schedule(scenario.replay.oracle_from)
 
 
 def default_run_dir(scenario: Scenario, conversation_id: str) -> Path:

@@ -219,3 +219,278 @@ def test_serve_llm_refuses_a_non_loopback_host_and_bad_faults():
     assert result.exit_code == 2
     result = invoke("serve-llm", "--fault", "meteor=0.5", "--port", "0")
     assert result.exit_code == 2
+
+
+# -- paper cuts: --version, presets, serve-llm's options, trace show filters, validate, --set --------
+
+
+def test_version_names_kame_sim_moshi_and_torch():
+    from importlib import metadata
+
+    from kame_sim import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0, result.output
+    line = result.output.strip()
+    assert line.startswith(f"kame-sim {__version__} (python ") and "\n" not in line
+    for name in ("moshi", "torch"):
+        try:
+            assert f"{name} {metadata.version(name)}" in line
+        except metadata.PackageNotFoundError:
+            assert f"{name} not installed" in line
+
+
+def test_presets_are_not_cut_when_piped():
+    from kame_sim.delays import PRESETS
+
+    result = invoke("presets")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name, preset in PRESETS.items():
+        (row,) = [line for line in lines if line.startswith(f"│ {name} ")]
+        assert preset.source in row and preset.spec.describe() in row
+
+
+def serve_llm_command():
+    import typer
+
+    return typer.main.get_command(app).commands["serve-llm"]  # type: ignore[attr-defined]
+
+
+def test_serve_llm_has_one_described_option_per_setting():
+    import typer
+
+    from kame_sim.cli import SERVE_LLM_PORT
+    from kame_sim.llm.serve import DEFAULT_PORT, ServeLlmConfig
+
+    options = {p.opts[0]: p for p in serve_llm_command().params}
+    assert all(p.help for p in options.values()), [o for o, p in options.items() if not p.help]
+    per_setting = {
+        "conversation_path": "--conversation",
+        "conversation_id": "--id",
+        "models": "--model",
+        "fault_probabilities": "--fault",
+        "fault_schedule": "--schedule",
+        "fault_after_chunks": "--fault-after",
+    }
+    for setting in ServeLlmConfig.model_fields:
+        assert per_setting.get(setting, "--" + setting.replace("_", "-")) in options, setting
+    assert SERVE_LLM_PORT == DEFAULT_PORT
+    # rich reads "[...]" in help text as markup and drops it: no option may lose its words that way
+    commands = [typer.main.get_command(app)]
+    while commands:
+        command = commands.pop()
+        commands.extend(getattr(command, "commands", {}).values())
+        for param in command.params:
+            assert "[" not in (getattr(param, "help", None) or ""), (command.name, param.name)
+    shown = invoke("serve-llm", "--help")
+    assert shown.exit_code == 0 and "--fault-after" in shown.output and "--allow-remote" in shown.output
+
+
+def test_serve_llm_options_reach_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import kame_sim.llm.serve as serve
+
+    served: list[tuple] = []
+    monkeypatch.setattr(serve, "serve_forever", lambda *args: served.append(args))
+    config = tmp_path / "serve.toml"
+    config.write_text('seed = 9\nrepeat_schedule = true\nfault_schedule = ["drop"]\n', encoding="utf-8")
+    result = invoke(
+        "serve-llm", "--port", "0", "--config", config, "--content", "fixed:hi there",
+        "--ttft", "gpt-4.1-ttft", "--inter-chunk", "0.01", "--fault", "stall=0.1", "--stall-seconds", "2",
+        "--fault-after", "0",
+        "--model", "a", "--model", "b", "--error-status", "502", "--words-per-chunk", "3",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ((settings, host, port, allow_remote),) = served
+    assert (host, port, allow_remote) == ("127.0.0.1", 0, False)
+    assert settings.content == "fixed:hi there" and settings.inter_chunk.mean() == 0.01
+    assert settings.fault_probabilities == {"stall": 0.1} and settings.models == ("a", "b")
+    assert (settings.stall_seconds, settings.fault_after_chunks, settings.error_status) == (2.0, 0, 502)
+    assert settings.seed == 9 and settings.fault_schedule == ("drop",) and settings.repeat_schedule
+    assert settings.words_per_chunk == 3
+    served.clear()
+    assert invoke("serve-llm", "--config", config, "--no-repeat-schedule", "--seed", "1").exit_code == 0
+    assert served[0][0].repeat_schedule is False and served[0][0].seed == 1 and served[0][2] == 8089
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--port", "70000"], "--port"),
+        (["--port", "-1"], "--port"),
+        (["--error-status", "404"], "--error-status"),
+        (["--seed", "-1"], "--seed"),
+        (["--words-per-chunk", "0"], "--words-per-chunk"),
+        (["--stall-seconds", "-1"], "--stall-seconds"),
+        (["--fault-after", "-1"], "--fault-after"),
+        (["--fault", "stall=0.7", "--fault", "drop=0.6"], "--fault"),
+        (["--schedule", "ok,meteor"], "--schedule"),
+        (["--ttft", "weibull"], "--ttft"),
+        (["--host", "0.0.0.0"], "--host"),
+    ],
+)
+def test_serve_llm_bad_options_are_one_line_naming_the_option(args: list[str], field: str):
+    line = one_line_error(invoke("serve-llm", *args))
+    assert line.startswith(f"error: <cli>: {field}: "), line
+
+
+def test_python_m_serve_runs_the_same_command():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "kame_sim.llm.serve", "--port", "70000"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2 and "--port: must be 0..65535" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("show") / "run"
+    assert invoke("run", DEMO_SCENARIO, "--out", out, "--quiet").exit_code == 0
+    return out
+
+
+def json_rows(result) -> list[dict]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_trace_show_selects_rows_by_event_and_time(demo_run: Path):
+    from kame_sim.trace import read_trace
+
+    table = read_trace(demo_run).table
+    everything = json_rows(invoke("trace", "show", demo_run, "--json"))
+    assert len(everything) == table.num_rows and everything[0]["event"] == "run_start"
+    starts = json_rows(invoke("trace", "show", demo_run, "--json", "--event", "llm_start,llm_cancel"))
+    repeated = json_rows(
+        invoke("trace", "show", demo_run, "--json", "--event", "llm_start", "--event", "llm_cancel")
+    )
+    assert starts == repeated and {r["event"] for r in starts} == {"llm_start", "llm_cancel"}
+    assert len(starts) == sum(1 for e in table["event"].to_pylist() if e in ("llm_start", "llm_cancel"))
+    assert [r["seq"] for r in starts] == sorted(r["seq"] for r in starts)
+    window = json_rows(
+        invoke("trace", "show", demo_run, "--json", "--event", "llm_start", "--from", "5", "--to", "9")
+    )
+    assert window and all(5 <= r["t_sim"] <= 9 for r in window)
+    assert window == [r for r in starts if r["event"] == "llm_start" and 5 <= r["t_sim"] <= 9]
+    first_two = json_rows(
+        invoke("trace", "show", demo_run, "--json", "--event", "llm_start", "--events", "2")
+    )
+    assert first_two == [r for r in starts if r["event"] == "llm_start"][:2]
+    # without --json: the summary, then the selected rows (all of them once a filter is given)
+    shown = invoke("trace", "show", demo_run, "--event", "llm_adopt,stt_final", "--to", "10")
+    assert shown.exit_code == 0 and "LLM streams started" in shown.output
+    finals = [r for r in everything if r["event"] == "stt_final" and r["t_sim"] <= 10]
+    assert shown.output.count("'stt_final'") == len(finals) > 0 and "'llm_start'" not in shown.output
+    assert "'event'" not in invoke("trace", "show", demo_run).output  # no filter, no --events: no rows
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "words"),
+    [
+        (["--event", "llm_strat"], "--event", "did you mean llm_start?"),
+        (["--from", "9", "--to", "5"], "--to", "before --from"),
+        (["--from", "nan"], "--from", "finite"),
+        (["--events", "-1"], "--events", "at least 0"),
+    ],
+)
+def test_trace_show_bad_filters(demo_run: Path, args: list[str], field: str, words: str):
+    line = one_line_error(invoke("trace", "show", demo_run, *args))
+    assert f"<cli>: {field}: " in line and words in line
+
+
+def whisper_scenario(tmp_path: Path, model_dir: Path, extra: str = "") -> Path:
+    path = tmp_path / "whisper.toml"
+    path.write_text(
+        f'[conversation]\npath = "{DEMO_DATA}"\n[stt]\nkind = "whisper"\nmodel_dir = "{model_dir}"\n{extra}',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_validate_never_runs_a_recogniser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import kame_sim.stt.whisper as whisper
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("validate ran the recogniser")
+
+    monkeypatch.setattr(whisper, "FasterWhisperDecoder", refuse)
+    monkeypatch.setattr(whisper, "stream_events", refuse)
+    model = tmp_path / "model"  # the files a model needs, checked by name only: nothing loads them
+    model.mkdir()
+    for name in whisper.REQUIRED_MODEL_FILES:
+        (model / name).write_bytes(b"")
+    stt_cassette, llm_cassette = tmp_path / "stt.arrows", tmp_path / "llm.arrows"
+    stt_cassette.write_bytes(b"recorded")
+    llm_cassette.write_bytes(b"recorded")
+    extra = (
+        f'cassette = "{stt_cassette}"\ncassette_mode = "record"\n'
+        f'[llm]\ncassette = "{llm_cassette}"\ncassette_mode = "record"\n'
+    )
+    result = invoke("validate", whisper_scenario(tmp_path, model, extra))
+    assert result.exit_code == 0, result.output
+    assert stt_cassette.read_bytes() == llm_cassette.read_bytes() == b"recorded"  # record mode: untouched
+
+    (model / "tokenizer.json").unlink()
+    line = one_line_error(invoke("validate", whisper_scenario(tmp_path, model)))
+    assert "stt.model_dir" in line and "tokenizer.json" in line
+    line = one_line_error(invoke("validate", whisper_scenario(tmp_path, tmp_path / "nope")))
+    assert "stt.model_dir" in line and "not found" in line
+    (model / "tokenizer.json").write_bytes(b"")
+    missing = f'cassette = "{tmp_path / "none.arrows"}"\ncassette_mode = "replay"\n'
+    line = one_line_error(invoke("validate", whisper_scenario(tmp_path, model, missing)))
+    assert "stt.cassette" in line and "not found" in line
+
+
+def test_validate_of_a_live_llm_checks_the_key_and_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("KAME_SIM_TEST_KEY", raising=False)
+    path = write_scenario(
+        tmp_path,
+        '[llm]\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\napi_key_env = "KAME_SIM_TEST_KEY"\n',
+    )
+    assert "llm.api_key_env" in one_line_error(invoke("validate", path))
+    monkeypatch.setenv("KAME_SIM_TEST_KEY", "dummy")
+    assert invoke("validate", path).exit_code == 0  # port 9 (discard) is never contacted
+
+
+def test_sweep_and_check_take_set(tmp_path: Path):
+    out = tmp_path / "sw"
+    spec = write_sweep(tmp_path)
+    result = invoke(
+        "sweep", spec, "--out", out, "--workers", "1", "--quiet", "--set", "policy.kind=multiplexer"
+    )
+    assert result.exit_code == 0, result.output
+    resolved = json.loads((out / "sweep.resolved.json").read_text())
+    assert resolved["cli_set"] == {"policy.kind": "multiplexer"}
+    for run in resolved["runs"]:
+        scenario = json.loads((out / "runs" / run["folder"] / "scenario.resolved.json").read_text())
+        assert scenario["policy"]["kind"] == "multiplexer"
+    again = invoke("sweep", spec, "--out", out, "--workers", "1", "--quiet")
+    assert "4 runs: 4 run now, 0 reused" in again.output  # resume notices the change
+    line = one_line_error(invoke("sweep", spec, "--out", out, "--set", "llm.ttft.median=1"))
+    assert "--set llm.ttft.median" in line and "varies" in line
+
+    check = REPO / "scenarios" / "checks" / "robustness.toml"
+    ran = invoke(
+        "check",
+        check,
+        "--out",
+        tmp_path / "ck",
+        "--workers",
+        "1",
+        "--quiet",
+        "--set",
+        "policy.kind=multiplexer",
+    )
+    assert ran.exit_code in (0, 1), ran.output
+    checked = json.loads((tmp_path / "ck" / "sweep.resolved.json").read_text())
+    assert checked["cli_set"] == {"policy.kind": "multiplexer"}
+    assert "--set run.seed" in one_line_error(
+        invoke("check", check, "--out", tmp_path / "ck2", "--set", "run.seed=1")
+    )

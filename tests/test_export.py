@@ -21,6 +21,7 @@ from kame_sim.export import MANIFEST_FILE, export_parquet
 from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
 from kame_sim.runner import load_run_conversation, run_scenario
 from kame_sim.sweep import run_sweep
+from kame_sim.sweep.spec import run_id_of_folder
 from kame_sim.trace import IPC_FILENAME, TRACE_FILENAME, read_trace, write_ipc_file
 
 runner = CliRunner()
@@ -122,7 +123,7 @@ def test_sweep_traces_carry_their_run_id_and_parameters(sweep_dir: Path):
     resolved = json.loads((sweep_dir / "sweep.resolved.json").read_text())
     for planned in resolved["runs"]:
         for name in (TRACE_FILENAME, IPC_FILENAME):
-            meta = read_trace(sweep_dir / "runs" / planned["run_id"] / name).metadata
+            meta = read_trace(sweep_dir / "runs" / planned["folder"] / name).metadata
             assert meta["kame_sim.run_id"] == planned["run_id"]
             assert json.loads(meta["kame_sim.parameters"]) == planned["parameters"]
 
@@ -195,10 +196,10 @@ def test_metrics_of_a_sweep_equal_its_metrics_json(sweep_dir: Path):
     result = invoke("metrics", sweep_dir, "--json")
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)["runs"]
-    planned = [r["run_id"] for r in json.loads((sweep_dir / "sweep.resolved.json").read_text())["runs"]]
-    assert [r["run_id"] for r in runs] == planned
-    for record in runs:
-        recorded = json.loads((sweep_dir / "runs" / record["run_id"] / "metrics.json").read_text())
+    resolved = json.loads((sweep_dir / "sweep.resolved.json").read_text())["runs"]
+    assert [r["run_id"] for r in runs] == [r["run_id"] for r in resolved]
+    for record, planned in zip(runs, resolved, strict=True):
+        recorded = json.loads((sweep_dir / "runs" / planned["folder"] / "metrics.json").read_text())
         assert record["metrics"] == recorded["metrics"]
         assert record["parameters"] == recorded["parameters"]
 
@@ -267,7 +268,7 @@ def exported(sweep_dir: Path, demo_run: Path, tmp_path_factory) -> Path:
 
 
 def expected_rows(sweep_dir: Path, demo_run: Path) -> dict[str, int]:
-    rows = {p.name: trace_rows(p) for p in (sweep_dir / "runs").iterdir()}
+    rows = {run_id_of_folder(p.name): trace_rows(p) for p in (sweep_dir / "runs").iterdir()}
     rows["demo"] = trace_rows(demo_run)
     return rows
 
@@ -324,11 +325,13 @@ def test_export_reads_back_in_duckdb_polars_and_pandas(exported: Path, sweep_dir
 def test_export_rows_equal_the_traces(exported: Path, sweep_dir: Path):
     import pyarrow.dataset as ds
 
-    run_id = next(p.name for p in (sweep_dir / "runs").iterdir())
+    folder = next((sweep_dir / "runs").iterdir())
+    trace = read_trace(folder)
+    run_id = trace.metadata["kame_sim.run_id"]
+    assert folder.name.endswith("-" + run_id)
     table = ds.dataset(exported, format="parquet", partitioning="hive").to_table(
         filter=ds.field("run_id") == run_id
     )
-    trace = read_trace(sweep_dir / "runs" / run_id)
     got = table.sort_by("seq").select(trace.table.column_names)
     assert got.equals(trace.table.select(trace.table.column_names).cast(got.schema))
     manifest = json.loads((exported / MANIFEST_FILE).read_text())

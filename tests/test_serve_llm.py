@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -304,16 +305,25 @@ def test_a_kame_style_client_finds_it_through_the_environment(monkeypatch: pytes
         assert asyncio.run(kame_stream()) == ["i", "want", "a", "cheap", "pizza", "place"]
 
 
-def test_command_line_options_map_onto_the_config(capsys: pytest.CaptureFixture[str]):
-    from kame_sim.llm.serve import build_arg_parser, config_from_args, main
+def test_command_line_options_map_onto_the_config(tmp_path: Path):
+    from kame_sim.llm.serve import config_from_options
 
-    args = build_arg_parser().parse_args(
-        ["--content", "fixed:hi there", "--ttft", "gpt-4.1-ttft", "--inter-chunk", "0.01", "--fault",
-         "drop=0.1", "--schedule", "ok,stall", "--stall-seconds", "2", "--fault-after", "0", "--seed", "4"]
+    config = config_from_options(
+        content="fixed:hi there", ttft="gpt-4.1-ttft", inter_chunk="0.01", faults=["drop=0.1"],
+        schedule="ok,stall", stall_seconds=2, fault_after_chunks=0, seed=4, models=["m1"],
     )  # fmt: skip
-    config = config_from_args(args)
     assert config.content == "fixed:hi there" and config.inter_chunk.mean() == 0.01
     assert config.fault_probabilities == {"drop": 0.1} and config.fault_schedule == ("ok", "stall")
     assert (config.stall_seconds, config.fault_after_chunks, config.seed) == (2.0, 0, 4)
-    assert main(["--host", "0.0.0.0"]) == 2
-    assert "--allow-remote" in capsys.readouterr().err
+    assert config.models == ("m1",)
+    # a --config file, with options over it (None leaves the file's value)
+    file = tmp_path / "serve.toml"
+    file.write_text("seed = 9\nrepeat_schedule = true\nttft = 0.5\n", encoding="utf-8")
+    over = config_from_options(file, seed=1)
+    assert (over.seed, over.repeat_schedule, over.ttft.mean()) == (1, True, 0.5)
+    assert config_from_options(file, repeat_schedule=False).repeat_schedule is False
+    with pytest.raises(InputError, match="--fault-after"):
+        config_from_options(fault_after_chunks=-1)
+    file.write_text("seed = -2\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"serve\.toml: seed"):
+        config_from_options(file)

@@ -20,6 +20,7 @@ from kame_sim.errors import InputError
 from kame_sim.report.sweep_report import KEY_METRICS, report_for_sweep, value_label
 from kame_sim.sweep import load_sweep, run_sweep
 from kame_sim.sweep.runner import METRICS_FILE, RESOLVED_FILE, RESULTS_FILE
+from kame_sim.sweep.spec import MAX_FOLDER_NAME, run_folder_name, run_id_of_folder
 from kame_sim.trace import read_trace
 
 TTFT_TABLE = '"llm.ttft" = { kind = "lognormal", median = 0.73, sigma = 0.32 }'
@@ -37,6 +38,12 @@ def ttft_sweep(tmp_path: Path, medians: str = "[0.25, 2.0]", seeds: str = "2", e
         tmp_path,
         f'seeds = {seeds}\n{extra}\n[set]\n{TTFT_TABLE}\n[parameters]\n"llm.ttft.median" = {medians}\n',
     )
+
+
+def run_dir(out: Path, run_id: str) -> Path:
+    """A run's folder, as the sweep's plan names it (its parameters, then its id)."""
+    runs = json.loads((out / RESOLVED_FILE).read_text())["runs"]
+    return out / "runs" / next(r["folder"] for r in runs if r["run_id"] == run_id)
 
 
 def metric_columns(table) -> list[str]:
@@ -218,13 +225,13 @@ def test_small_sweep_in_worker_processes_writes_the_results_table(tmp_path: Path
     resolved = json.loads((out / RESOLVED_FILE).read_text())
     assert [r["run_id"] for r in resolved["runs"]] == table.column("run_id").to_pylist()
     for run_id in table.column("run_id").to_pylist():
-        run_dir = out / "runs" / run_id
-        assert read_trace(run_dir).complete
-        record = json.loads((run_dir / METRICS_FILE).read_text())
+        folder = run_dir(out, run_id)
+        assert read_trace(folder).complete
+        record = json.loads((folder / METRICS_FILE).read_text())
         assert record["run_id"] == run_id and record["status"] == "ok" and record["metrics"]
     # TTFT really was varied: the slow point waits longer for its first tokens.
     rows = table.to_pylist()
-    meta = json.loads(read_trace(out / "runs" / rows[2]["run_id"]).metadata["kame_sim.scenario"])
+    meta = json.loads(read_trace(run_dir(out, rows[2]["run_id"])).metadata["kame_sim.scenario"])
     assert meta["llm"]["ttft"]["median"] == 2.0
 
 
@@ -234,8 +241,8 @@ def test_resume_redoes_only_damaged_runs(tmp_path: Path):
     first = run_sweep(spec, out, workers=1)
     assert len(first.executed) == 6
     ids = first.table.column("run_id").to_pylist()
-    (out / "runs" / ids[1] / METRICS_FILE).unlink()
-    trace = out / "runs" / ids[4] / "trace.arrows"
+    (run_dir(out, ids[1]) / METRICS_FILE).unlink()
+    trace = run_dir(out, ids[4]) / "trace.arrows"
     data = trace.read_bytes()
     trace.write_bytes(data[: len(data) // 2])
     assert not read_trace(trace).complete
@@ -268,7 +275,7 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path: Path):
     assert rows[2]["skipped_token_rate"] is None
     assert len(result.failed) == 2 and not result.ok
     assert calls[-1] == (4, 4, 2)
-    error = json.loads((tmp_path / "out" / "runs" / rows[2]["run_id"] / "error.json").read_text())
+    error = json.loads((run_dir(tmp_path / "out", rows[2]["run_id"]) / "error.json").read_text())
     assert error["status"] == "failed" and "ghost" in error["error"]
     # Failed runs are retried on resume; finished ones are not.
     again = run_sweep(spec, tmp_path / "out", workers=1)
@@ -303,7 +310,7 @@ def test_sweep_resumes_after_being_killed(tmp_path: Path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    finished = {p.parent.name for p in (out / "runs").glob(f"*/{METRICS_FILE}")}
+    finished = {run_id_of_folder(p.parent.name) for p in (out / "runs").glob(f"*/{METRICS_FILE}")}
     assert 1 <= len(finished) < 10, "the kill should land mid-sweep"
     assert not (out / RESULTS_FILE).exists()
 
@@ -315,9 +322,9 @@ def test_sweep_resumes_after_being_killed(tmp_path: Path):
     assert table.column("run_id").to_pylist() == all_ids
     assert set(table.column("status").to_pylist()) == {"ok"}
     for run_id in all_ids:
-        assert read_trace(out / "runs" / run_id).complete
-        assert (out / "runs" / run_id / METRICS_FILE).exists()
-    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(all_ids)
+        assert read_trace(run_dir(out, run_id)).complete
+        assert (run_dir(out, run_id) / METRICS_FILE).exists()
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(r.folder for r in result.plan.runs)
 
 
 def _spawned_workers(pid: int) -> list[int]:
@@ -333,6 +340,84 @@ def _spawned_workers(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find worker pids")
+# --- run folders: readable names, found by id -----------------------------------------------------
+
+
+def test_run_folder_names_read_as_parameters_then_the_id():
+    name = run_folder_name(
+        {"policy.kind": "multiplexer", "llm.ttft": "gpt-4.1-ttft"}, "SNG0072", 3, "1a2b3c4d5e6f7a8b"
+    )
+    assert name == "policy.kind=multiplexer,llm.ttft=gpt-4.1-ttft-SNG0072-seed3-1a2b3c4d5e6f7a8b"
+    assert run_id_of_folder(name) == run_id_of_folder("1a2b3c4d5e6f7a8b") == "1a2b3c4d5e6f7a8b"
+    assert run_id_of_folder("notes") is None and run_id_of_folder("x-1A2B3C4D5E6F7A8B") is None
+    table = {"kind": "lognormal", "median": 2.0, "sigma": 0.3}
+    assert run_folder_name({"llm.ttft": table, "x": True}, "demo", 0, "0" * 16).startswith(
+        "llm.ttft=lognormal+median=2+sigma=0.3,x=true-demo-seed0-"
+    )
+    # anything unsafe becomes '_', and a long name is cut before the id, which always ends it
+    nasty = run_folder_name({"a": "../../etc/\x1b[31m\n" + "v" * 300}, "c/d", 1, "f" * 16)
+    assert len(nasty) <= MAX_FOLDER_NAME and nasty.endswith("-" + "f" * 16)
+    assert nasty.startswith("a=.._.._etc_31m_vvv") and "/" not in nasty and "\x1b" not in nasty
+    assert re.fullmatch(r"[A-Za-z0-9._=+,-]+", nasty) and not nasty.startswith((".", "-"))
+    assert run_folder_name({}, "", 0, "e" * 16) == "seed0-" + "e" * 16
+
+
+def test_a_sweep_names_its_run_folders_and_resumes_the_old_layout(tmp_path: Path):
+    spec = ttft_sweep(tmp_path)
+    out = tmp_path / "out"
+    first = run_sweep(spec, out, workers=1)
+    names = sorted(p.name for p in (out / "runs").iterdir())
+    assert names == sorted(r.folder for r in first.plan.runs)
+    assert names[0] == f"llm.ttft.median=0.25-demo-seed0-{first.plan.runs[0].run_id}"
+    resolved = json.loads((out / RESOLVED_FILE).read_text())
+    assert [r["folder"] for r in resolved["runs"]] == [r.folder for r in first.plan.runs]
+    # a sweep written before readable names: runs/<run_id>/ -- found by id, moved, reused
+    for run in first.plan.runs:
+        (out / "runs" / run.folder).rename(out / "runs" / run.run_id)
+    (out / "runs" / first.plan.runs[1].run_id / METRICS_FILE).unlink()  # one of them unfinished
+    again = run_sweep(spec, out, workers=1)
+    assert len(again.resumed) == 3 and again.executed == [first.plan.runs[1].run_id]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == names
+    assert again.table.column("status").to_pylist() == ["ok"] * 4
+
+
+def test_set_on_the_command_line_changes_every_run_and_its_id(tmp_path: Path):
+    spec = ttft_sweep(tmp_path)
+    out = tmp_path / "out"
+    plain = run_sweep(spec, out, workers=1)
+    changed = run_sweep(spec, out, workers=1, cli_set={"policy.kind": "multiplexer", "llm.ttft.sigma": 0.5})
+    assert len(changed.executed) == 4 and not changed.resumed  # new scenarios, new ids: run again
+    assert {r.run_id for r in changed.plan.runs}.isdisjoint(r.run_id for r in plain.plan.runs)
+    resolved = json.loads((out / RESOLVED_FILE).read_text())
+    assert resolved["cli_set"] == {"policy.kind": "multiplexer", "llm.ttft.sigma": 0.5}
+    for run in changed.plan.runs:
+        scenario = json.loads(read_trace(run_dir(out, run.run_id)).metadata["kame_sim.scenario"])
+        assert scenario["policy"]["kind"] == "multiplexer"
+        assert scenario["llm"]["ttft"]["sigma"] == 0.5  # over the sweep's [set] table
+        assert scenario["llm"]["ttft"]["median"] == run.parameters["llm.ttft.median"]  # under the design
+    same = run_sweep(spec, out, workers=1, cli_set={"policy.kind": "multiplexer", "llm.ttft.sigma": 0.5})
+    assert same.executed == [] and len(same.resumed) == 4
+    back = run_sweep(spec, out, workers=1)
+    assert back.executed == [] and sorted(back.resumed) == sorted(plain.resumed + plain.executed)
+
+
+@pytest.mark.parametrize(
+    ("cli_set", "field", "words"),
+    [
+        ({"llm.ttft.median": 1.0}, "--set llm.ttft.median", "varies llm.ttft.median"),
+        ({"run.seed": 3}, "--set run.seed", "seeds = ..."),
+        ({"run.output_dir": "x"}, "--set run.output_dir", "per run"),
+        ({"llm.ttft.sigma": -1}, "--set llm.ttft.sigma", "> 0"),
+        ({"policy.nope": 1}, "--set policy.nope", "not a scenario key"),
+    ],
+)
+def test_bad_command_line_sets_name_the_option(tmp_path: Path, cli_set: dict, field: str, words: str):
+    with pytest.raises(InputError) as caught:
+        load_sweep(ttft_sweep(tmp_path), cli_set)
+    line = caught.value.one_line()
+    assert line.startswith(f"<cli>: {field}: ") and words in line, line
+
+
 def test_a_killed_worker_process_is_replaced_and_its_run_redone(tmp_path: Path):
     spec = ttft_sweep(tmp_path, medians="[0.25, 0.5, 1.0, 2.0]", seeds="2")
     killed: list[int] = []

@@ -1,13 +1,13 @@
-"""The README's example queries run as written, on pyarrow, DuckDB and Polars; the cross-run
-queries over an export (README "Many runs as one table") are executed from the README itself."""
+"""The README's example queries, executed from the README itself as written: the per-trace ones
+(pyarrow, DuckDB, Polars; each must print something) and the cross-run ones over an export
+(README "Many runs as one table")."""
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 from conftest import DEMO_SCENARIO, REPO
 
@@ -17,6 +17,7 @@ from kame_sim.runner import run_scenario
 from kame_sim.sweep import run_sweep
 
 EXPORT_QUERY_MARKER = "<!-- ci: export query -->"
+TRACE_QUERY_MARKER = "<!-- ci: trace query -->"
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +26,45 @@ def trace_file(tmp_path_factory) -> Path:
     return run_scenario(load_scenario(DEMO_SCENARIO), out).trace_path
 
 
-def test_pyarrow_share_of_frames_with_an_oracle_token(trace_file: Path):
-    t = pa.ipc.open_stream(trace_file).read_all()
-    fed = t.filter(pc.equal(t["event"], "oracle_token_fed"))
-    share = pc.mean(pc.cast(pc.is_valid(fed["oracle_index"]), pa.float64())).as_py()
+@pytest.fixture(scope="module")
+def trace_dir(tmp_path_factory, trace_file: Path) -> Path:
+    """A working directory where the README's path, traces/demo-demo-seed0/trace.arrows, exists."""
+    root = tmp_path_factory.mktemp("readme")
+    (root / "traces" / "demo-demo-seed0").mkdir(parents=True)
+    shutil.copy(trace_file, root / "traces" / "demo-demo-seed0" / "trace.arrows")
+    return root
+
+
+def run_readme_trace_query(
+    library: str, trace_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[dict, str]:
+    """Run the README's block for ``library`` as written; its namespace and what it printed."""
+    code = readme_queries(TRACE_QUERY_MARKER)[library]
+    monkeypatch.chdir(trace_dir)
+    namespace: dict = {}
+    exec(compile(code, f"README.md ({library} trace query)", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert printed.strip(), f"the README's {library} query prints nothing"
+    return namespace, printed
+
+
+def test_the_readme_has_one_trace_query_per_library():
+    assert sorted(readme_queries(TRACE_QUERY_MARKER)) == ["duckdb", "polars", "pyarrow"]
+
+
+def test_pyarrow_share_of_frames_with_an_oracle_token(trace_dir, monkeypatch, capsys):
+    namespace, printed = run_readme_trace_query("pyarrow", trace_dir, monkeypatch, capsys)
+    share = float(printed.strip())
     assert 0.0 < share < 1.0
-    assert t.schema.metadata[b"kame_sim.schema_version"] == b"2"
+    assert namespace["t"].schema.metadata[b"kame_sim.schema_version"] == b"2"
 
 
-def test_duckdb_stream_table(trace_file: Path):
+def test_duckdb_stream_table(trace_dir, monkeypatch, capsys):
     import duckdb
 
-    trace = pa.ipc.open_stream(trace_file).read_all()  # noqa: F841 - DuckDB finds it by name
+    namespace, printed = run_readme_trace_query("duckdb", trace_dir, monkeypatch, capsys)
+    assert "stream_id" in printed and "cancelled" in printed
+    trace = namespace["trace"]  # noqa: F841 - DuckDB finds it by name
     streams = duckdb.sql(
         """
         SELECT stream_id,
@@ -51,24 +79,20 @@ def test_duckdb_stream_table(trace_file: Path):
     assert any(s[3] for s in streams) and all(s[2] is None or s[2] > 0 for s in streams)
 
 
-def test_polars_oracle_queue_wait(trace_file: Path):
-    import polars as pl
-
-    df = pl.read_ipc_stream(trace_file)
-    wait = df.filter(pl.col("event") == "oracle_append_applied").select(
-        (pl.col("t_sim") - pl.col("t_ref")).alias("queue_wait_s")
-    )
-    assert wait.height > 0
+def test_polars_oracle_queue_wait(trace_dir, monkeypatch, capsys):
+    namespace, printed = run_readme_trace_query("polars", trace_dir, monkeypatch, capsys)
+    wait = namespace["wait"]
+    assert wait.height > 0 and "queue_wait_s" in printed and "mean" in printed
     assert wait["queue_wait_s"].min() >= 0.0 and wait["queue_wait_s"].max() <= 0.08 + 1e-9
 
 
-def readme_export_queries() -> dict[str, str]:
-    """The first ```python block after each export-query marker, keyed by the library it imports."""
+def readme_queries(marker: str) -> dict[str, str]:
+    """The first ```python block after each ``marker``, keyed by the library it imports first."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     blocks: dict[str, str] = {}
-    for part in text.split(EXPORT_QUERY_MARKER)[1:]:
+    for part in text.split(marker)[1:]:
         match = re.search(r"```python\n(.*?)```", part, re.S)
-        assert match is not None, "an export-query marker without a python block after it"
+        assert match is not None, f"a {marker} without a python block after it"
         code = match.group(1)
         library = re.search(r"^import (\w+)", code, re.M)
         assert library is not None
@@ -87,7 +111,7 @@ def export_dir(tmp_path_factory) -> Path:
 
 
 def run_readme_query(library: str, export_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    code = readme_export_queries()[library]
+    code = readme_queries(EXPORT_QUERY_MARKER)[library]
     monkeypatch.chdir(export_dir)
     namespace: dict = {}
     exec(compile(code, f"README.md ({library} export query)", "exec"), namespace)
@@ -95,7 +119,7 @@ def run_readme_query(library: str, export_dir: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_the_readme_has_one_export_query_per_library():
-    assert sorted(readme_export_queries()) == ["duckdb", "pandas", "polars"]
+    assert sorted(readme_queries(EXPORT_QUERY_MARKER)) == ["duckdb", "pandas", "polars"]
 
 
 def test_readme_duckdb_export_query(export_dir: Path, monkeypatch: pytest.MonkeyPatch):

@@ -22,6 +22,7 @@ from typing import Any
 
 from kame_sim.errors import InputError
 from kame_sim.sweep.runner import ERROR_FILE, METRICS_FILE, RESOLVED_FILE, RESULTS_FILE, RUNS_DIR
+from kame_sim.sweep.spec import run_id_of_folder
 from kame_sim.trace.ipc_file import IPC_FILENAME
 from kame_sim.trace.reader import TraceData
 from kame_sim.trace.schema import TRACE_FILENAME
@@ -70,21 +71,25 @@ def _sweep_status(run_dir: Path) -> str | None:
     return None
 
 
-def _planned_run_ids(sweep_dir: Path) -> list[str]:
-    """The plan's run ids (sweep.resolved.json), else every folder under runs/ by name."""
+def _planned_run_folders(sweep_dir: Path) -> list[str]:
+    """The plan's run folders (sweep.resolved.json), else every folder under runs/ by name.
+
+    A plan written before run folders had readable names lists no ``folder``: its runs are in
+    ``runs/<run_id>/``.
+    """
     try:
         resolved = json.loads((sweep_dir / RESOLVED_FILE).read_text(encoding="utf-8"))
-        ids = [str(r["run_id"]) for r in resolved["runs"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        ids = sorted(p.name for p in (sweep_dir / RUNS_DIR).iterdir() if p.is_dir())
-    return ids
+        folders = [str(r.get("folder") or r["run_id"]) for r in resolved["runs"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        folders = sorted(p.name for p in (sweep_dir / RUNS_DIR).iterdir() if p.is_dir())
+    return folders
 
 
 def _sweep_runs(sweep_dir: Path, finished_only: bool, found: FoundRuns) -> list[RunSource]:
     out: list[RunSource] = []
     missing, unfinished = 0, 0
-    for run_id in _planned_run_ids(sweep_dir):
-        run_dir = sweep_dir / RUNS_DIR / run_id
+    for folder in _planned_run_folders(sweep_dir):
+        run_dir = sweep_dir / RUNS_DIR / folder
         trace = _trace_in(run_dir)
         status = _sweep_status(run_dir)
         if trace is None:
@@ -161,7 +166,8 @@ def run_identity(trace: TraceData) -> RunIdentity:
             record = loaded if isinstance(loaded, dict) else {}
         except (OSError, ValueError):
             record = {}
-    run_id = meta.get("kame_sim.run_id") or record.get("run_id") or trace.path.parent.name
+    folder = trace.path.parent.name
+    run_id = meta.get("kame_sim.run_id") or record.get("run_id") or run_id_of_folder(folder) or folder
     parameters: Any = record.get("parameters") or {}
     if "kame_sim.parameters" in meta:
         try:

@@ -24,14 +24,12 @@ because it answers anyone without authentication (it never reads or logs the API
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import ipaddress
 import json
 import math
 import re
-import sys
 import threading
 import time
 from collections import Counter
@@ -130,7 +128,7 @@ def load_serve_config(path: Path | None = None, overrides: dict[str, Any] | None
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "tagged-")))
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise InputError(source, loc or None, message) from None
+        raise InputError(source, loc or None, message.removeprefix("Value error, ")) from None
 
 
 def parse_fault_options(faults: list[str], schedule: str | None) -> dict[str, Any]:
@@ -600,70 +598,104 @@ def serving(
         server.stop()
 
 
-# -- standalone entry point (``python -m kame_sim.llm.serve``) -----------------------------
+# -- the command line (``kame-sim serve-llm``, ``python -m kame_sim.llm.serve``) -----------------
+# The options are declared once, as typer options on ``kame_sim.cli.serve_llm``; these helpers
+# turn them into a config and serve it.
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    """The options ``kame-sim serve-llm`` takes (the CLI mirrors them)."""
-    p = argparse.ArgumentParser(prog="kame-sim serve-llm", description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
-    p.add_argument("--config", type=Path, help="TOML file with ServeLlmConfig keys")
-    p.add_argument("--content", help="echo | fixed:TEXT | oracle_raw")
-    p.add_argument("--conversation", type=Path, help="dataset dir (content oracle_raw)")
-    p.add_argument("--id", dest="conversation_id")
-    p.add_argument("--user-speaker", help="oracle_raw: the user's speaker (default A)")
-    p.add_argument("--frontend-speaker", help="oracle_raw: whose predictions to serve (default B)")
-    p.add_argument("--ttft", help="delay: seconds, preset name or TOML table")
-    p.add_argument("--inter-chunk", help="delay: seconds, preset name or TOML table")
-    p.add_argument("--words-per-chunk", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--fault", action="append", default=[], help="KIND=P, KIND in " + ", ".join(FAULT_KINDS))
-    p.add_argument("--schedule", help="comma list of ok|" + "|".join(FAULT_KINDS) + " for requests 1, 2, ...")
-    p.add_argument("--repeat-schedule", action="store_true")
-    p.add_argument("--stall-seconds", type=float)
-    p.add_argument("--fault-after", type=int, dest="fault_after_chunks")
-    p.add_argument("--error-status", type=int)
-    return p
+def check_port(port: int) -> None:
+    """A TCP port number: 0 (any free port, printed once bound) to 65535."""
+    if not 0 <= port <= 65535:
+        raise InputError("<cli>", "--port", f"must be 0..65535 (0: any free port), got {port}")
 
 
-def config_from_args(args: argparse.Namespace) -> ServeLlmConfig:
-    """Turn parsed options into a validated config (InputError on bad values)."""
-    overrides: dict[str, Any] = parse_fault_options(args.fault, args.schedule)
-    for key in ("content", "conversation_id", "user_speaker", "frontend_speaker", "words_per_chunk",
-                "seed", "stall_seconds", "fault_after_chunks", "error_status"):  # fmt: skip
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    if args.conversation is not None:
-        overrides["conversation_path"] = str(args.conversation.resolve())
-    if args.ttft is not None:
-        overrides["ttft"] = parse_toml_value(args.ttft)
-    if args.inter_chunk is not None:
-        overrides["inter_chunk"] = parse_toml_value(args.inter_chunk)
-    if args.repeat_schedule:
-        overrides["repeat_schedule"] = True
-    return load_serve_config(args.config, overrides)
+def config_from_options(
+    config: Path | None = None,
+    *,
+    content: str | None = None,
+    conversation: Path | None = None,
+    conversation_id: str | None = None,
+    user_speaker: str | None = None,
+    frontend_speaker: str | None = None,
+    models: list[str] | None = None,
+    ttft: str | None = None,
+    inter_chunk: str | None = None,
+    words_per_chunk: int | None = None,
+    seed: int | None = None,
+    faults: list[str] | None = None,
+    schedule: str | None = None,
+    repeat_schedule: bool | None = None,
+    stall_seconds: float | None = None,
+    fault_after_chunks: int | None = None,
+    error_status: int | None = None,
+) -> ServeLlmConfig:
+    """Command-line options over an optional ``--config`` TOML file: a validated config.
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Serve until Ctrl-C; print the environment a KAME server needs to use this endpoint."""
-    args = build_arg_parser().parse_args(argv)
+    ``None`` leaves the file's value (or the default); delays (``ttft``, ``inter_chunk``) are read
+    as TOML values, so they take seconds, a preset name or a table. Bad values are InputErrors.
+    """
+    overrides: dict[str, Any] = parse_fault_options(faults or [], schedule)
+    plain = {
+        "content": content,
+        "conversation_id": conversation_id,
+        "user_speaker": user_speaker,
+        "frontend_speaker": frontend_speaker,
+        "models": list(models) if models else None,
+        "words_per_chunk": words_per_chunk,
+        "seed": seed,
+        "repeat_schedule": repeat_schedule,
+        "stall_seconds": stall_seconds,
+        "fault_after_chunks": fault_after_chunks,
+        "error_status": error_status,
+    }
+    overrides.update({k: v for k, v in plain.items() if v is not None})
+    if conversation is not None:
+        overrides["conversation_path"] = str(conversation.resolve())
+    if ttft is not None:
+        overrides["ttft"] = parse_toml_value(ttft)
+    if inter_chunk is not None:
+        overrides["inter_chunk"] = parse_toml_value(inter_chunk)
     try:
-        config = config_from_args(args)
-        check_host(args.host, args.allow_remote)
-    except InputError as exc:
-        print(f"error: {exc.one_line()}", file=sys.stderr)
-        return 2
+        return load_serve_config(config, overrides)
+    except InputError as exc:  # a bad option is named as the user typed it, not as its config key
+        key = (exc.field or "").split(".")[0]
+        if key not in overrides:
+            raise
+        flag = _OPTION_OF.get(key, "--" + key.replace("_", "-"))
+        raise InputError("<cli>", flag, exc.message) from None
+
+
+_OPTION_OF = {
+    "conversation_path": "--conversation",
+    "conversation_id": "--id",
+    "fault_probabilities": "--fault",
+    "fault_schedule": "--schedule",
+    "fault_after_chunks": "--fault-after",
+    "models": "--model",
+}
+
+
+def serve_forever(config: ServeLlmConfig, host: str, port: int, allow_remote: bool) -> None:
+    """Serve until Ctrl-C; print the base URL and the environment a KAME server needs."""
 
     def ready(base_url: str) -> None:
         print(f"serve-llm: {base_url} (content {config.content}; Ctrl-C stops)", flush=True)
         print(f"  export OPENAI_BASE_URL={base_url} OPENAI_API_KEY=dummy   # for a KAME server", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, args.host, args.port, args.allow_remote, ready))
-    return 0
+        asyncio.run(serve(config, host, port, allow_remote, ready))
+
+
+def main() -> None:
+    """``python -m kame_sim.llm.serve``: the very command ``kame-sim serve-llm`` runs."""
+    import typer
+
+    from kame_sim.cli import serve_llm
+
+    standalone = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    standalone.command()(serve_llm)
+    standalone()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -29,6 +29,9 @@ from kame_sim.metrics import aggregate, robustness_curve
 from kame_sim.paths import make_output_dir
 from kame_sim.report.curves import plot_comparison, plot_heatmaps, plot_robustness_curves
 from kame_sim.report.html import Link, ReportSection, write_html_report
+from kame_sim.report.interactive import write_bokeh_js, write_interactive_timeline
+from kame_sim.sweep.spec import run_id_of_folder
+from kame_sim.trace.reader import read_trace
 
 # The metrics a robustness report leads with (all computed per run by kame_sim.metrics).
 KEY_METRICS = (
@@ -282,10 +285,9 @@ def _timeline_links(
     """One row per design point: its parameter values, how many runs, and links to the interactive
     timelines of its first ``per_point`` runs (by conversation, then seed), written into
     ``out_dir/runs/`` with one shared copy of BokehJS in ``out_dir/js/``. Returns (rows, pages)."""
-    from kame_sim.errors import InputError as _InputError
-    from kame_sim.report.interactive import write_bokeh_js, write_interactive_timeline
-    from kame_sim.trace.reader import read_trace
-
+    folders = {
+        run_id_of_folder(d.name): d for d in (runs_dir.iterdir() if runs_dir.is_dir() else ()) if d.is_dir()
+    }
     cols = [*keys, "run_id", "conversation_id", "seed"]
     points: dict[tuple, list[dict[str, Any]]] = {}  # design points in the sweep's order
     for r in ok.select(cols).to_pylist():
@@ -301,11 +303,13 @@ def _timeline_links(
         row["runs"] = len(members)
         links = []
         for r in members[:per_point]:
-            trace_dir = runs_dir / r["run_id"]
+            trace_dir = folders.get(r["run_id"])
             name = f"{r['conversation_id']} seed {r['seed']}"
+            if trace_dir is None:
+                continue
             try:
                 trace = read_trace(trace_dir)
-            except _InputError:
+            except InputError:
                 continue
             if js is None:
                 js = write_bokeh_js(out_dir / "js")
@@ -317,7 +321,7 @@ def _timeline_links(
             links.append(Link(name, page.relative_to(out_dir).as_posix()))
         row["timelines"] = links or "—"
         more = len(members) - len(links)
-        row["other runs"] = f"{more} (kame-sim report {runs_dir.name}/<run_id>)" if more > 0 else "—"
+        row["other runs"] = f"{more} (kame-sim report {runs_dir.name}/<folder>)" if more > 0 else "—"
         rows.append(row)
     return rows, written
 

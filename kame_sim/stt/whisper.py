@@ -19,6 +19,7 @@ is controlled; :class:`FasterWhisperDecoder` is the real one (models load from a
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import time
 from collections.abc import Sequence
@@ -375,10 +376,25 @@ def settings_key(scenario: Scenario) -> dict[str, object]:
     }
 
 
+def check_whisper_settings(scenario: Scenario) -> Path:
+    """What a whisper run needs, checked without loading or running the recogniser: the model
+    folder and its files, faster-whisper itself, and a replay cassette that exists. Returns the
+    model folder. (``kame-sim validate`` stops here; a run then decodes.)"""
+    s = scenario.stt
+    model_dir = check_model_dir(s.model_dir if s.model_dir is not None else default_model_dir())
+    if importlib.util.find_spec("faster_whisper") is None:
+        message = "'whisper' needs faster-whisper, which is not installed (pip install faster-whisper)"
+        raise InputError(None, "stt.kind", message)
+    if s.cassette is not None and s.cassette_mode == "replay" and not s.cassette.is_file():
+        message = "cassette not found (record one with cassette_mode = 'record')"
+        raise InputError(s.cassette, "stt.cassette", message)
+    return model_dir
+
+
 def whisper_stt_events(scenario: Scenario, conversation: Conversation) -> list[SttEvent]:
     """The scenario's whisper STT events for the user channel (through the cassette if one is set)."""
     s = scenario.stt
-    model_dir = check_model_dir(s.model_dir if s.model_dir is not None else default_model_dir())
+    model_dir = check_whisper_settings(scenario)
     speaker = scenario.conversation.user_speaker
 
     def live() -> list[SttEvent]:

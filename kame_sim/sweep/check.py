@@ -225,8 +225,10 @@ def _matches(actual: Any, wanted: Any) -> bool:
     return actual == wanted
 
 
-def load_check(path: Path) -> CheckSpec:
-    """Read a check file: its sweep (inline or referenced) and its assertions, all validated."""
+def load_check(path: Path, cli_set: dict[str, Any] | None = None) -> CheckSpec:
+    """Read a check file: its sweep (inline or referenced) and its assertions, all validated.
+
+    ``cli_set``: scenario keys changed in every run (``--set``; see :func:`~.spec.plan_sweep`)."""
     path = Path(path)
     data = read_toml(path, "check")
     header_data = {k: v for k, v in data.items() if k in CHECK_KEYS}
@@ -247,14 +249,14 @@ def load_check(path: Path) -> CheckSpec:
         if sweep_data:
             key = next(iter(sweep_data))
             raise InputError(path, key, "give the sweep inline or as sweep = 'path', not both")
-        plan = load_sweep((path.resolve().parent / header.sweep).resolve())
+        plan = load_sweep((path.resolve().parent / header.sweep).resolve(), cli_set)
     else:
         if "base" not in sweep_data:
             raise InputError(
                 path, "base", "a check needs a sweep: inline keys (base = ...) or sweep = 'path'"
             )
         sweep_data.setdefault("name", header.name or path.stem)
-        plan = plan_sweep(parse_spec(sweep_data, path), path)
+        plan = plan_sweep(parse_spec(sweep_data, path), path, cli_set)
     _check_filters(path, plan, header.assertions)
     _check_filters(path, plan, header.baseline, "baseline")
     baseline_results = None
@@ -748,6 +750,7 @@ def run_check(
     resume: bool = False,
     progress: ProgressCallback | None = None,
     baseline: Path | None = None,
+    cli_set: dict[str, Any] | None = None,
 ) -> CheckResult:
     """Run a check file's sweep into ``out_dir`` (default ``traces/checks/<name>``) and judge it.
 
@@ -759,7 +762,7 @@ def run_check(
     by default, unlike for sweeps: run ids do not cover the code, so a gate re-run after a code
     change must not judge runs the old code made.
     """
-    check = load_check(Path(check_path))
+    check = load_check(Path(check_path), cli_set)
     base = load_baseline(check, baseline)
     out = Path(out_dir) if out_dir is not None else Path("traces") / "checks" / check.name
     for target, flag in ((junit, "--junit"), (markdown, "--markdown")):

@@ -1,6 +1,6 @@
 """Running a sweep: many independent runs in worker processes (or on Ray), resumable, one table.
 
-Each run writes ``runs/<run_id>/`` (the trace via :func:`kame_sim.runner.run_scenario`, then
+Each run writes ``runs/<parameters>-<run_id>/`` (the trace via :func:`kame_sim.runner.run_scenario`, then
 ``metrics.json``); the parent only schedules, counts and finally gathers every run's
 ``metrics.json`` into ``results.parquet``. Because a run's output is complete only when its trace
 ends with ``run_end`` *and* its ``metrics.json`` exists (written last, atomically), a sweep killed
@@ -36,7 +36,7 @@ from kame_sim.errors import InputError
 from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
 from kame_sim.paths import make_output_dir
 from kame_sim.runner import load_run_conversation, run_scenario
-from kame_sim.sweep.spec import PlannedRun, SweepPlan, load_sweep
+from kame_sim.sweep.spec import PlannedRun, SweepPlan, load_sweep, run_id_of_folder
 from kame_sim.trace import TraceData, read_trace
 
 #: ``progress(done, total, failed)``: runs finished (resumed ones included), runs in the sweep,
@@ -371,7 +371,7 @@ def _tasks(plan: SweepPlan, runs: list[PlannedRun], runs_dir: Path) -> list[RunT
     return [
         RunTask(
             run_id=r.run_id,
-            run_dir=str(runs_dir / r.run_id),
+            run_dir=str(runs_dir / r.folder),
             scenario=r.scenario,
             parameters=r.parameters,
             seed=r.seed,
@@ -379,6 +379,30 @@ def _tasks(plan: SweepPlan, runs: list[PlannedRun], runs_dir: Path) -> list[RunT
         )
         for r in runs
     ]
+
+
+def adopt_run_folders(plan: SweepPlan, runs_dir: Path) -> int:
+    """Rename run folders found by id to the names the plan gives them; returns how many.
+
+    A folder of an earlier layout (``runs/<run_id>/``, before readable names) or of another
+    naming (a parameter renamed in a label, a longer name cut elsewhere) still ends with its run
+    id, so a resume finds it, moves it under its current name and judges it as usual (reused if
+    finished, redone if not). A folder whose current name is taken already is left alone.
+    """
+    wanted = {r.run_id: r.folder for r in plan.runs}
+    moved = 0
+    try:
+        entries = sorted(p for p in runs_dir.iterdir() if p.is_dir())
+    except OSError:
+        return 0
+    for entry in entries:
+        run_id = run_id_of_folder(entry.name)
+        folder = wanted.get(run_id) if run_id is not None else None
+        if folder is None or entry.name == folder or (runs_dir / folder).exists():
+            continue
+        os.replace(entry, runs_dir / folder)
+        moved += 1
+    return moved
 
 
 def default_out_dir(plan: SweepPlan) -> Path:
@@ -406,12 +430,13 @@ def execute_plan(
     runs_dir = out_dir.resolve() / RUNS_DIR  # absolute: Ray workers do not share our cwd
     make_output_dir(runs_dir, "sweep directory")
     _write_json_atomic(out_dir / RESOLVED_FILE, plan.resolved())
+    adopt_run_folders(plan, runs_dir)
 
     outcomes: dict[str, RunOutcome] = {}
     resumed: list[str] = []
     todo: list[PlannedRun] = []
     for run in plan.runs:
-        found = finished_outcome(runs_dir / run.run_id, run.run_id) if resume else None
+        found = finished_outcome(runs_dir / run.folder, run.run_id) if resume else None
         if found is not None:
             outcomes[run.run_id] = found
             resumed.append(run.run_id)
@@ -464,6 +489,7 @@ def run_sweep(
     resume: bool = True,
     progress: ProgressCallback | None = None,
     ray_address: str | None = None,
+    cli_set: dict[str, Any] | None = None,
 ) -> SweepResult:
     """Plan, validate and run a sweep file; resumable; returns the results table.
 
@@ -472,6 +498,7 @@ def run_sweep(
     ``ray_address`` ("local" or a cluster address such as "ray://head:10001" / "auto") runs the
     runs as Ray tasks instead. Bad input in the sweep or any design point raises
     :class:`InputError` before any run starts; a run that fails is recorded, never raised.
+    ``cli_set``: scenario keys to change in every run (``--set``; :func:`~.spec.plan_sweep`).
     """
-    plan = load_sweep(Path(spec_path))
+    plan = load_sweep(Path(spec_path), cli_set)
     return execute_plan(plan, out_dir, workers, resume, progress, ray_address)

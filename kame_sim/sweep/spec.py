@@ -21,7 +21,9 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, fields
+from dataclasses import field as _field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,6 +197,54 @@ class PlannedRun:
     conversation_id: str
     scenario: dict[str, Any]  # the resolved scenario (JSON form), seed included
 
+    @property
+    def folder(self) -> str:
+        """The run's folder under ``runs/``: its parameters, then its id (:func:`run_folder_name`)."""
+        return run_folder_name(self.parameters, self.conversation_id, self.seed, self.run_id)
+
+
+#: Longest run folder name: well under every file system's 255 bytes, short enough to read.
+MAX_FOLDER_NAME = 120
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+,-]+")
+
+
+def _value_text(value: Any) -> str:
+    """A parameter value as a short text: numbers as %g, tables as kind+key=value+..."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        items = [str(value["kind"])] if "kind" in value else []
+        items += [f"{k}={_value_text(v)}" for k, v in value.items() if k != "kind"]
+        return "+".join(items)
+    if isinstance(value, list):
+        return "+".join(_value_text(v) for v in value)
+    return str(value)
+
+
+def run_folder_name(parameters: dict[str, Any], conversation_id: str, seed: int, run_id: str) -> str:
+    """``llm.ttft.median=0.5,policy.kind=multiplexer-SNG0072-seed3-<run_id>``: what a person reads
+    first, then the id that makes it unique.
+
+    Only letters, digits and ``. _ = + , -`` are kept (anything else, ``/`` and control
+    characters included, becomes ``_``); the readable part is cut so that the whole name is at
+    most :data:`MAX_FOLDER_NAME` characters. The run id (16 hex digits) always ends the name, so a
+    folder is found by id whatever the parameters look like.
+    """
+    readable = ",".join(f"{k}={_value_text(v)}" for k, v in parameters.items())
+    conversation = "" if conversation_id == "?" else conversation_id  # "?": not found when planned
+    readable = "-".join(p for p in (readable, conversation, f"seed{seed}") if p)
+    readable = _UNSAFE.sub("_", readable)
+    readable = readable[: MAX_FOLDER_NAME - len(run_id) - 1].strip("._-,+=")
+    return f"{readable}-{run_id}" if readable else run_id
+
+
+def run_id_of_folder(name: str) -> str | None:
+    """The run id a run folder name ends with (``<id>`` alone: the layout before readable names)."""
+    tail = name.rsplit("-", 1)[-1]
+    return tail if re.fullmatch(r"[0-9a-f]{16}", tail) else None
+
 
 @dataclass(frozen=True)
 class SweepPlan:
@@ -207,6 +257,7 @@ class SweepPlan:
     parameter_keys: list[str]
     points: list[dict[str, Any]]
     runs: list[PlannedRun]
+    cli_set: dict[str, Any] = _field(default_factory=dict)  # --set on the command line
 
     def resolved(self) -> dict[str, Any]:
         """What ``sweep.resolved.json`` records: enough to see exactly what was (to be) run."""
@@ -216,11 +267,13 @@ class SweepPlan:
             "spec_path": str(self.spec_path),
             "base": str(self.base_path),
             "spec": self.spec.model_dump(mode="json"),
+            "cli_set": self.cli_set,
             "parameters": self.parameter_keys,
             "points": self.points,
             "runs": [
                 {
                     "run_id": r.run_id,
+                    "folder": r.folder,
                     "point_index": r.point_index,
                     "parameters": r.parameters,
                     "seed": r.seed,
@@ -326,10 +379,26 @@ def _check_design(spec: SweepSpec, source: Path) -> None:
         )
 
 
-def load_sweep(path: Path) -> SweepPlan:
-    """Read a sweep file and plan (and validate) every run."""
+def load_sweep(path: Path, cli_set: dict[str, Any] | None = None) -> SweepPlan:
+    """Read a sweep file and plan (and validate) every run; ``cli_set``: see :func:`plan_sweep`."""
     path = Path(path)
-    return plan_sweep(parse_spec(read_toml(path, "sweep"), path), path)
+    return plan_sweep(parse_spec(read_toml(path, "sweep"), path), path, cli_set)
+
+
+def _check_cli_set(spec: SweepSpec, cli_set: dict[str, Any]) -> None:
+    """``--set`` may change any scenario key the sweep does not own or vary."""
+    for key in cli_set:
+        flag = f"--set {key}"
+        if key in RESERVED_KEYS:
+            hint = "give the sweep seeds = ..." if key == "run.seed" else "the sweep sets it per run"
+            raise InputError("<cli>", flag, f"cannot be set for a sweep ({hint})")
+        if spec.conversations is not None and key in CONVERSATION_KEYS:
+            raise InputError("<cli>", flag, "conflicts with the sweep's [[conversations]]")
+        for param in spec.parameters:
+            if key == param or key.startswith(param + "."):
+                raise InputError(
+                    "<cli>", flag, f"the sweep varies {param} (parameters.{param}): change the sweep file"
+                )
 
 
 def _check_keys(spec: SweepSpec, source: Path) -> None:
@@ -462,14 +531,24 @@ def _rewrap(exc: InputError, overrides: dict[str, Any], fields: dict[str, str], 
     if exc.source == "<cli>":
         detail += " in the base scenario (give it a table in [set] first)"
     shown = json.dumps(overrides[culprit]) if not isinstance(overrides[culprit], str) else overrides[culprit]
-    return InputError(source, fields[culprit], f"value {shown}: {detail}")
+    where = "<cli>" if fields[culprit].startswith("--set ") else source
+    return InputError(where, fields[culprit], f"value {shown}: {detail}")
 
 
-def plan_sweep(spec: SweepSpec, spec_path: Path) -> SweepPlan:
-    """Expand the design and validate every (point, conversation) as a full scenario."""
+def plan_sweep(spec: SweepSpec, spec_path: Path, cli_set: dict[str, Any] | None = None) -> SweepPlan:
+    """Expand the design and validate every (point, conversation) as a full scenario.
+
+    ``cli_set`` (``kame-sim sweep/check --set KEY=VALUE``) changes every run's scenario: applied
+    over the base scenario and the sweep's ``[set]`` (the command line wins), under the swept
+    parameters (a key the sweep varies is refused). It is part of every run's scenario, hence of
+    its id: a resume with another ``--set`` redoes the runs it changes. ``conversation.path`` is
+    relative to the working directory there.
+    """
     spec_path = Path(spec_path)
     here = spec_path.resolve().parent
     _check_keys(spec, spec_path)
+    cli_set = dict(cli_set or {})
+    _check_cli_set(spec, cli_set)
     base_path = (here / spec.base).resolve()
     if not base_path.is_file():
         raise InputError(spec_path, "base", f"base scenario not found: {base_path}")
@@ -488,8 +567,15 @@ def plan_sweep(spec: SweepSpec, spec_path: Path) -> SweepPlan:
             fields = {k: f"conversations[{i}].{k.split('.')[1]}" for k in values}
             conversations.append((values, fields))
 
-    fixed = {k: _resolve_relative(v, here) if k == "conversation.path" else v for k, v in spec.set.items()}
+    fixed = {
+        k: _resolve_relative(v, here) if k == "conversation.path" else v
+        for k, v in spec.set.items()
+        if k not in cli_set
+    }
     fixed_fields = {k: f"set.{k}" for k in fixed}
+    for key, value in cli_set.items():
+        fixed[key] = _resolve_relative(value, Path.cwd()) if key == "conversation.path" else value
+        fixed_fields[key] = f"--set {key}"
     points = design_points(spec)
     param_fields = {k: f"parameters.{k}" for k in spec.parameters}
     fingerprints: dict[tuple[str | None, str | None], _Fingerprint] = {}
@@ -531,4 +617,4 @@ def plan_sweep(spec: SweepSpec, spec_path: Path) -> SweepPlan:
                         scenario=json.loads(seeded.resolved_json()),
                     )
                 )
-    return SweepPlan(spec_path, spec, name, base_path, list(spec.parameters), points, runs)
+    return SweepPlan(spec_path, spec, name, base_path, list(spec.parameters), points, runs, cli_set)
