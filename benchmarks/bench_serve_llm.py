@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_serve_llm.py [--clients 1,8,32,64] [--seconds 4]
                                                    [--accuracy-clients 1,16,64] [--streams 40]
 
-The server runs in its own process (``python -m kame_sim.llm.serve --port 0``), as it does
+The server runs in its own process (``python -m kame_sim.cli serve-llm --port 0``), as it does
 when a KAME server is pointed at it; the clients run in this process on one asyncio loop.
 
 1. **Throughput.** Zero delays, a 30-word reply (30 content chunks + role, stop and [DONE] events).
@@ -45,7 +45,7 @@ MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content
 @contextmanager
 def server(*args: str) -> Iterator[str]:
     """serve-llm in a subprocess on a free loopback port; yields its base URL."""
-    cmd = [sys.executable, "-m", "kame_sim.llm.serve", "--port", "0", *args]
+    cmd = [sys.executable, "-m", "kame_sim.cli", "serve-llm", "--port", "0", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert proc.stdout is not None

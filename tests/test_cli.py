@@ -339,7 +339,7 @@ def test_python_m_serve_runs_the_same_command():
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "kame_sim.llm.serve", "--port", "70000"],
+        [sys.executable, "-m", "kame_sim.cli", "serve-llm", "--port", "70000"],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -598,7 +598,7 @@ def serving(
         server.stop()
 
 
-# -- the command line (``kame-sim serve-llm``, ``python -m kame_sim.llm.serve``) -----------------
+# -- the command line (``kame-sim serve-llm``, or ``python -m kame_sim.cli serve-llm``) -----------
 # The options are declared once, as typer options on ``kame_sim.cli.serve_llm``; these helpers
 # turn them into a config and serve it.
 
@@ -684,18 +684,3 @@ def serve_forever(config: ServeLlmConfig, host: str, port: int, allow_remote: bo
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, host, port, allow_remote, ready))
-
-
-def main() -> None:
-    """``python -m kame_sim.llm.serve``: the very command ``kame-sim serve-llm`` runs."""
-    import typer
-
-    from kame_sim.cli import serve_llm
-
-    standalone = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    standalone.command()(serve_llm)
-    standalone()
-
-
-if __name__ == "__main__":
-    main()
