@@ -57,6 +57,14 @@ def read_stream(
     return pa.Table.from_batches(batches, schema=found).select(schema.names).cast(schema), good
 
 
+def check_cassette_path(path: Path, field: str) -> None:
+    """A cassette path must be a plain file when it exists (a folder or a device is not one)."""
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+        raise InputError(path, field, "is not a file (a cassette is one Arrow stream file)")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(path, field, f"{path.parent} is a file, not a folder")
+
+
 def cut_torn_tail(path: Path, end: int) -> None:
     """Truncate ``path`` to ``end`` (from :func:`read_stream`) so later appends stay readable."""
     if path.exists() and end != path.stat().st_size:

@@ -123,6 +123,8 @@ def trace_show(
     from kame_sim.trace import read_trace
 
     with _user_errors():
+        if events < 0:
+            raise InputError("<cli>", "--events", f"must be 0 or more, got {events}")
         data = read_trace(path)
         if data.truncated:
             err_console.print("warning: the last record batch is torn; showing the complete ones")
@@ -280,13 +282,13 @@ def import_kame_logs_command(
 
 @app.command()
 def validate(scenario: Annotated[Path, typer.Argument(help="scenario TOML file")]) -> None:
-    """Check a scenario and its conversation without running it."""
+    """Check a scenario and its conversation without running it (writes nothing, cassettes included)."""
     from kame_sim.runner import build_session_parts, load_run_conversation
 
     with _user_errors():
         sc = load_scenario(scenario)
         conv = load_run_conversation(sc)
-        build_session_parts(sc, conv)
+        build_session_parts(sc, conv, on_start=[])  # the start hooks (cassette writes) are dropped
     console.print(f"ok: {scenario} ({conv.id}, {conv.duration_s:.1f} s, {len(conv.words)} words)")
 
 

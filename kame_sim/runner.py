@@ -8,7 +8,7 @@ a half-written run behind. Once the trace is open, rows are streamed to disk as 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +21,18 @@ from kame_sim.frontend.behavioural import BehaviouralFrontend
 from kame_sim.frontend.protocol import Frontend
 from kame_sim.llm.content import LlmContentSource, OracleRawReplay, ProgressiveHintSource
 from kame_sim.llm.plan import LlmBackend, SimulatedLlm
-from kame_sim.run_dir import prepare_run_dir
+from kame_sim.run_dir import RESOLVED_SCENARIO, check_run_dir, prepare_run_dir
 from kame_sim.sim import ProgressCallback, Session, SessionParts
 from kame_sim.stt.events import SttEvent
 from kame_sim.stt.simulated import schedule_stt_events
 from kame_sim.tokenizer import TextTokenizer
 from kame_sim.trace.schema import TRACE_FILENAME
 from kame_sim.trace.writer import TraceWriter
+
+#: What a run writes into its folder (the manifest lists them; --overwrite replaces only these).
+RUN_FILES = (TRACE_FILENAME, RESOLVED_SCENARIO)
+#: Something a prepared part must do once the run really starts (a cassette starting to record).
+StartHook = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,10 @@ def build_frontend(scenario: Scenario, audio_out: Path | None = None) -> tuple[F
 
 
 def build_llm(
-    scenario: Scenario, conversation: Conversation, environ: Mapping[str, str] | None = None
+    scenario: Scenario,
+    conversation: Conversation,
+    environ: Mapping[str, str] | None = None,
+    on_start: list[StartHook] | None = None,
 ) -> LlmBackend:
     """The scenario's LLM back-end: simulated or live, behind a cassette and a time scale if asked.
 
@@ -91,7 +99,8 @@ def build_llm(
     InputError before anything is written. An unreachable endpoint is not checked here: each stream
     then ends in an ``llm_error`` event, as a live KAME server would log it and carry on. A pure
     replay (``cassette_mode = "replay"``, ``on_miss = "error"``) builds no back-end at all, so it
-    needs neither a key nor a network.
+    needs neither a key nor a network. A cassette is only read here; what it changes in its file
+    happens in the hook it adds to ``on_start`` (when the run starts), or on its first recording.
     """
     settings, seed = scenario.llm, scenario.run.seed
     pure_replay = (
@@ -128,7 +137,7 @@ def build_llm(
     if settings.cassette is not None:
         from kame_sim.llm.cassette import CassetteLlm
 
-        llm = CassetteLlm(
+        cassette = CassetteLlm(
             inner,
             settings.cassette,
             settings.cassette_mode,
@@ -136,6 +145,9 @@ def build_llm(
             model=settings.model,
             system_prompt=settings.system_prompt,
         )
+        if on_start is not None:
+            on_start.append(cassette.start)
+        llm = cassette
     assert llm is not None
     if settings.time_scale != 1.0:
         from kame_sim.llm.openai_backend import ScaledLlm
@@ -144,12 +156,14 @@ def build_llm(
     return llm
 
 
-def build_stt_events(scenario: Scenario, conversation: Conversation) -> list[SttEvent]:
+def build_stt_events(
+    scenario: Scenario, conversation: Conversation, on_start: list[StartHook] | None = None
+) -> list[SttEvent]:
     """The user channel's STT results: simulated from the word timestamps, or faster-whisper."""
     if scenario.stt.kind == "whisper":
         from kame_sim.stt.whisper import whisper_stt_events
 
-        return whisper_stt_events(scenario, conversation)
+        return whisper_stt_events(scenario, conversation, on_start)
     return schedule_stt_events(
         conversation.words_of(scenario.conversation.user_speaker),
         scenario.stt.utterance_gap,
@@ -160,12 +174,20 @@ def build_stt_events(scenario: Scenario, conversation: Conversation) -> list[Stt
 
 
 def build_session_parts(
-    scenario: Scenario, conversation: Conversation, audio_out: Path | None = None
+    scenario: Scenario,
+    conversation: Conversation,
+    audio_out: Path | None = None,
+    on_start: list[StartHook] | None = None,
 ) -> SessionParts:
-    """Prepare the session: tokenizer, front-end, content source and all per-component draws."""
+    """Prepare the session: tokenizer, front-end, content source and all per-component draws.
+
+    Writes nothing when ``on_start`` is given: what a part must write (cassettes in record mode)
+    is added to it as a hook, for :func:`run_scenario` to call once every check has passed.
+    ``kame-sim validate`` passes a list and drops it. Without ``on_start`` cassettes write as they go.
+    """
     frontend, tokenizer = build_frontend(scenario, audio_out)
-    stt_events = build_stt_events(scenario, conversation)
-    llm = build_llm(scenario, conversation)
+    stt_events = build_stt_events(scenario, conversation, on_start)
+    llm = build_llm(scenario, conversation, on_start=on_start)
     oracle_replay = None
     if scenario.replay.oracle_from is not None:
         from kame_sim.replay.oracle_replay import load_oracle_schedule
@@ -205,6 +227,19 @@ def trace_metadata(
     }
 
 
+def check_output_file(path: Path | None, overwrite: bool, field: str) -> None:
+    """A single output file named on the command line: not a folder, and an existing file is
+    replaced only with ``--overwrite`` (kame-sim cannot tell whose a wav is)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(path, field, "is a folder; give a file name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(path, field, f"{path.parent} is a file, not a folder")
+    if path.exists() and not overwrite:
+        raise InputError(path, field, "already exists; pass --overwrite to replace it")
+
+
 def run_scenario(
     scenario: Scenario,
     run_dir: Path | None = None,
@@ -212,15 +247,35 @@ def run_scenario(
     progress: ProgressCallback | None = None,
     audio_out: Path | None = None,
 ) -> RunResult:
-    """Validate, prepare, simulate. The trace is closed (and flushed) even if the run crashes."""
+    """Validate, prepare, simulate. The trace is closed (and flushed) even if the run crashes.
+
+    Order: every check (output folder and files first, they are cheap), then the session parts
+    (which write nothing), then the output folder is cleared of the previous run's files and the
+    start hooks run (cassettes start recording). A failure before the trace is open leaves nothing
+    behind; after, a readable partial trace.
+    """
     conversation = load_run_conversation(scenario)
-    parts = build_session_parts(scenario, conversation, audio_out)
     run_dir = run_dir or default_run_dir(scenario, conversation.id)
-    prepare_run_dir(run_dir, overwrite)
-    (run_dir / "scenario.resolved.json").write_text(
-        json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n", encoding="utf-8"
-    )
-    trace_file = run_dir / TRACE_FILENAME
-    with TraceWriter(trace_file, trace_metadata(scenario, conversation, parts.tokenizer)) as trace:
+    check_run_dir(run_dir, overwrite, RUN_FILES)
+    check_output_file(audio_out, overwrite, "--audio-out")
+    on_start: list[StartHook] = []
+    parts = build_session_parts(scenario, conversation, audio_out, on_start)
+    out = prepare_run_dir(run_dir, overwrite, RUN_FILES)
+    trace: TraceWriter | None = None
+    try:
+        out.record(RESOLVED_SCENARIO).write_text(
+            json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n", encoding="utf-8"
+        )
+        trace_file = out.record(TRACE_FILENAME)
+        trace = TraceWriter(trace_file, trace_metadata(scenario, conversation, parts.tokenizer))
+        for hook in on_start:
+            hook()
+    except BaseException:
+        if trace is not None:
+            trace.close()
+        out.rollback()
+        raise
+    out.commit()
+    with trace:
         Session(parts, trace, progress).run()
     return RunResult(run_dir, trace_file, conversation.id)

@@ -17,12 +17,13 @@ first row only), ``chunk_index`` (null for a plan without chunks), ``at`` and ``
 chunk, ``error``/``error_at`` (the fault, on every row of the plan), ``source`` (who made the plan,
 e.g. ``openai``). Times are raw (``llm.time_scale`` is applied after replay).
 
-Modes: ``record`` (start the file afresh, ask the wrapped back-end for every stream and append
-it), ``replay`` (never record; a miss is
-``on_miss``: ``"error"`` -> a plan whose error is ``"cassette miss: <key>"`` at t = 0, which the run
-records as an ``llm_error`` event -- a run-time event rather than an input error, so one unknown
-request does not throw away a long run; ``"live"`` -> ask the wrapped back-end), ``auto`` (replay
-hits, record misses).
+Modes: ``record`` (start the file afresh when the run starts -- never while a run is only
+prepared or validated, and only if the file is a cassette -- then ask the wrapped back-end for
+every stream and append it), ``replay`` (never record; a miss is ``on_miss``: ``"error"`` -> a
+plan whose error is ``"cassette miss: <key>"`` at t = 0, which the run records as an
+``llm_error`` event -- a run-time event rather than an input error, so one unknown request does
+not throw away a long run; ``"live"`` -> ask the wrapped back-end), ``auto`` (replay hits,
+record misses).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from kame_sim.cassette_log import append_batch, cut_torn_tail, read_stream
+from kame_sim.cassette_log import append_batch, check_cassette_path, cut_torn_tail, read_stream
 from kame_sim.errors import InputError
 from kame_sim.llm.content import LlmRequest
 from kame_sim.llm.openai_backend import kame_messages
@@ -126,21 +127,41 @@ def read_cassette(path: Path) -> tuple[pa.Table, int]:
 
 
 class Cassette:
-    """The file: recorded plans by key, and an append-only writer."""
+    """The file: recorded plans by key, and an append-only writer.
 
-    def __init__(self, path: Path) -> None:
+    Opening only reads (and so validates) the file; the file is changed only once the run starts
+    (:meth:`start`, or the first :meth:`append`): then ``fresh`` (record mode) starts it afresh,
+    otherwise a torn tail is cut off. A refused run, or ``kame-sim validate``, never touches it.
+    """
+
+    def __init__(self, path: Path, fresh: bool = False) -> None:
         self.path = path
+        self.fresh = fresh
         self.plans: dict[str, list[LlmPlan]] = defaultdict(list)
         self.n_plans = 0
+        self._end: int | None = None
+        self.started = False
+        check_cassette_path(path, "llm.cassette")
         if path.exists() and path.stat().st_size:
-            table, end = read_cassette(path)
-            cut_torn_tail(path, end)  # drop a torn tail / EOS marker so appends are readable
-            for key, plan in _plans_of(table):
-                self.plans[key].append(plan)
-                self.n_plans += 1
+            table, self._end = read_cassette(path)  # a file that is not a cassette is refused here
+            if not fresh:
+                for key, plan in _plans_of(table):
+                    self.plans[key].append(plan)
+                    self.n_plans += 1
+
+    def start(self) -> None:
+        """The run really starts: record mode empties the file, other modes cut a torn tail."""
+        if self.started:
+            return
+        self.started = True
+        if self.fresh:
+            self.path.unlink(missing_ok=True)  # record = this run's streams only
+        elif self._end is not None:
+            cut_torn_tail(self.path, self._end)  # drop a torn tail / EOS marker so appends are readable
 
     def append(self, key: str, request_json: str, plan: LlmPlan) -> None:
         """Append one plan as one encapsulated IPC message (the schema first in a new file)."""
+        self.start()
         batch = plan_batch(self.n_plans, key, request_json, plan)
         append_batch(self.path, SCHEMA, batch)
         self.plans[key].append(plan)
@@ -171,12 +192,17 @@ class CassetteLlm:
         self.on_miss = on_miss
         self.model = model
         self.system_prompt = system_prompt
-        if mode == "record" and path.exists():
-            path.unlink()  # record = this run's streams only; 'auto' is the mode that adds to a cassette
-        self.cassette = Cassette(path)
+        # record = this run's streams only ('auto' is the mode that adds to a cassette); the file is
+        # emptied when the run starts (start()), never while a run is only being prepared.
+        self.cassette = Cassette(path, fresh=mode == "record")
         self._seen: dict[str, int] = defaultdict(int)
         self.hits = 0
         self.misses = 0
+
+    def start(self) -> None:
+        """Called when the run really starts (after every check): see :meth:`Cassette.start`."""
+        if self.mode != "replay":
+            self.cassette.start()
 
     def key_of(self, request: LlmRequest) -> tuple[str, str]:
         """``(key, canonical request JSON)`` of what the live back-end would send for ``request``."""

@@ -85,7 +85,9 @@ class ServeLlmConfig(BaseModel):
     fault_schedule: tuple[ScheduleEntry, ...] = ()
     repeat_schedule: bool = False
     error_status: int = Field(503, ge=500, le=599, description="status of an http_5xx fault")
-    stall_seconds: float = Field(5.0, ge=0, description="how long a stalled stream sends nothing")
+    stall_seconds: float = Field(
+        5.0, ge=0, allow_inf_nan=False, description="how long a stalled stream sends nothing"
+    )
     fault_after_chunks: int = Field(2, ge=0, description="content chunks sent before a mid-stream fault")
 
     @field_validator("content")
@@ -267,8 +269,77 @@ class _State:
 STATE = web.AppKey("kame_sim_serve_state", _State)
 
 
-def _error_response(status: int, message: str, type_: str, code: str | None) -> web.Response:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+# -- the request body ---------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    """Known fields are type-checked strictly (no "1" for 1, no 1 for true, no NaN); fields this
+    server does not use are allowed, as the API allows many more."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class ContentPart(_Strict):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class StreamOptions(_Strict):
+    include_usage: bool | None = None
+
+
+class ChatRequest(_Strict):
+    """The body of ``POST /v1/chat/completions`` as the OpenAI API defines the fields it reads or
+    that clients commonly send; a wrong type or value is a 400 naming the field, as the API does."""
+
+    model: str = "gpt-4.1"
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=128)
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    presence_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    user: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> ChatRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("'stream_options' is only allowed when 'stream' is true")
+        return self
+
+
+def parse_chat_request(body: Any) -> ChatRequest | tuple[str, str | None]:
+    """The validated request, or ``(message, param)`` for a 400 (``param`` = the field at fault)."""
+    if not isinstance(body, dict):
+        return "The request body must be a JSON object.", None
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first["loc"]]
+        param = ".".join(loc) if loc else None
+        where = f"'{param}'" if param else "The request"
+        return f"Invalid value for {where}: {first['msg']}.", param
+
+
+def _error_response(
+    status: int, message: str, type_: str, code: str | None, param: str | None = None
+) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return web.json_response(body, status=status, headers={"x-request-id": f"req_kamesim_{time.time_ns()}"})
 
 
@@ -288,6 +359,11 @@ def _chunk_event(base: dict[str, Any], delta: dict[str, Any], finish: str | None
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
+def _no_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity (Python's parser accepts them): a body with one is malformed."""
+    raise ValueError(f"{name} is not JSON")
+
+
 async def _models(request: web.Request) -> web.Response:
     models = request.app[STATE].config.models
     data = [{"id": m, "object": "model", "created": 0, "owned_by": "kame-sim"} for m in models]
@@ -299,15 +375,16 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = json.loads(await request.read(), parse_constant=_no_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
         return _error_response(
             400, "We could not parse the JSON body of your request.", "invalid_request_error", None
         )
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        return _error_response(400, "'messages' must be a list of objects.", "invalid_request_error", None)
-    model = body.get("model") if isinstance(body.get("model"), str) else "gpt-4.1"
+    parsed = parse_chat_request(body)
+    if isinstance(parsed, tuple):
+        return _error_response(400, parsed[0], "invalid_request_error", None, parsed[1])
+    messages = [m.model_dump(exclude_none=True) for m in parsed.messages]
+    model = parsed.model
     config = state.config
     _, fault = state.next_request()
     if fault == "http_429":
@@ -334,10 +411,10 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     fault_index = min(config.fault_after_chunks, len(pieces))
     cid, created = state.completion_id(), int(time.time())
 
-    if not body.get("stream"):
+    if not parsed.stream:
         return await _complete(request, state, fault, pieces, offsets, first_at, t0, cid, created, model)
 
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
     base = {
         "id": cid,
         "object": "chat.completion.chunk",
@@ -476,7 +553,11 @@ async def serve(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # port taken, no permission, an address this machine does not have
+            reason = exc.strerror or str(exc)
+            raise InputError("<cli>", "--port", f"cannot listen on {host}:{port} ({reason})") from None
         bound_port = runner.addresses[0][1]
         if ready is not None:
             url_host = f"[{host}]" if ":" in host else host
@@ -556,11 +637,29 @@ def serving(config: ServeLlmConfig, host: str = "127.0.0.1", port: int = 0) -> I
 # -- standalone entry point (``python -m kame_sim.llm.serve``) -----------------------------
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one InputError line (exit 2), like every other kame-sim error."""
+
+    def error(self, message: str) -> Any:
+        raise InputError("<cli>", None, message)
+
+
+def _port(text: str) -> int:
+    """A TCP port: 0 (any free port; the URL printed says which) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
+    return port
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     """The options ``kame-sim serve-llm`` takes (the CLI mirrors them)."""
-    p = argparse.ArgumentParser(prog="kame-sim serve-llm", description=__doc__.split("\n\n")[0])
+    p = _ArgumentParser(prog="kame-sim serve-llm", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="0 = any free port")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     p.add_argument("--config", type=Path, help="TOML file with ServeLlmConfig keys")
     p.add_argument("--content", help="echo | fixed:TEXT | oracle_raw")
@@ -601,8 +700,8 @@ def config_from_args(args: argparse.Namespace) -> ServeLlmConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until Ctrl-C; print the environment a KAME server needs to use this endpoint."""
-    args = build_arg_parser().parse_args(argv)
     try:
+        args = build_arg_parser().parse_args(argv)
         config = config_from_args(args)
         check_host(args.host, args.allow_remote)
     except InputError as exc:
@@ -613,8 +712,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serve-llm: {base_url} (content {config.content}; Ctrl-C stops)", flush=True)
         print(f"  export OPENAI_BASE_URL={base_url} OPENAI_API_KEY=dummy   # for a KAME server", flush=True)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, args.host, args.port, args.allow_remote, ready))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(config, args.host, args.port, args.allow_remote, ready))
+    except InputError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 2
     return 0
 
 

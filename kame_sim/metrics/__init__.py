@@ -6,6 +6,7 @@ Definitions, units and edge cases: docs/metrics.md.
 from kame_sim.metrics.aggregate import aggregate, robustness_curve
 from kame_sim.metrics.oracle_lag import STATUSES, ChunkLags, chunk_lags
 from kame_sim.metrics.run_metrics import (
+    RUN_METRIC_COLUMNS,
     RunMetrics,
     TurnMetrics,
     compute_metrics,
@@ -14,6 +15,7 @@ from kame_sim.metrics.run_metrics import (
 from kame_sim.metrics.text import levenshtein, normalise_words, normalised_edit_distance, word_f1
 
 __all__ = [
+    "RUN_METRIC_COLUMNS",
     "STATUSES",
     "ChunkLags",
     "RunMetrics",

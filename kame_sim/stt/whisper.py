@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -349,8 +349,13 @@ def settings_key(scenario: Scenario) -> dict[str, object]:
     }
 
 
-def whisper_stt_events(scenario: Scenario, conversation: Conversation) -> list[SttEvent]:
-    """The scenario's whisper STT events for the user channel (through the cassette if one is set)."""
+def whisper_stt_events(
+    scenario: Scenario, conversation: Conversation, on_start: list[Callable[[], None]] | None = None
+) -> list[SttEvent]:
+    """The scenario's whisper STT events for the user channel (through the cassette if one is set).
+
+    ``on_start`` defers writing the cassette until the run starts (see ``SttCassette.events``).
+    """
     s = scenario.stt
     model_dir = check_model_dir(s.model_dir if s.model_dir is not None else default_model_dir())
     speaker = scenario.conversation.user_speaker
@@ -375,7 +380,7 @@ def whisper_stt_events(scenario: Scenario, conversation: Conversation) -> list[S
         settings_key(scenario),
         policy_version=POLICY_VERSION,
     )
-    return SttCassette(s.cassette, s.cassette_mode).events(key, key_json, live)
+    return SttCassette(s.cassette, s.cassette_mode).events(key, key_json, live, on_start)
 
 
 # Bump when the streaming policy or its constants change: old STT cassettes then miss, not replay.
