@@ -329,11 +329,23 @@ def parse_chat_request(body: Any) -> ChatRequest | tuple[str, str | None]:
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = [str(p) for p in first["loc"]]
-        param = ".".join(loc) if loc else None
-        where = f"'{param}'" if param else "The request"
-        return f"Invalid value for {where}: {first['msg']}.", param
+        errors = exc.errors()
+        worst = max(errors, key=lambda e: len(e["loc"]))  # the most specific of a union's failures
+        param = ".".join(str(p) for p in worst["loc"] if not _union_tag(p)) or None
+        where = f"'{param}'" if param else "the request"
+        return f"Invalid value for {where}: {worst['msg']}.", param
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "none"})
+
+
+def _union_tag(part: object) -> bool:
+    """pydantic names the member of a union in an error's location ('str', 'list[ContentPart]',
+    'StreamOptions'); the client wants the field's path only (our field names are lower-case)."""
+    if isinstance(part, int):
+        return False
+    text = str(part)
+    return text in _TYPE_NAMES or not text.isidentifier() or text[:1].isupper()
 
 
 def _error_response(
