@@ -20,6 +20,8 @@ from kame_sim.cli import app
 from kame_sim.config import load_scenario
 from kame_sim.errors import InputError
 from kame_sim.frontend.behavioural import BehaviouralFrontend
+from kame_sim.llm.cassette import Cassette
+from kame_sim.llm.plan import LlmChunk, LlmPlan
 from kame_sim.output_dir import MANIFEST
 from kame_sim.runner import run_scenario
 from kame_sim.stt.cassette import SttCassette, stt_key
@@ -80,6 +82,13 @@ def test_a_record_mode_cassette_survives_a_refused_run_and_validate(tmp_path: Pa
     cassette.write_bytes(torn)
     assert invoke("validate", cassette_scenario(tmp_path, cassette, "auto")).exit_code == 0
     assert cassette.read_bytes() == torn
+
+    # Cut later than it is read, the tail is re-scanned: plans another run appended meanwhile stay.
+    first, second = Cassette(cassette), Cassette(cassette)  # both read the torn file
+    second.append("b" * 64, "{}", LlmPlan([LlmChunk(0.5, "second")]))
+    first.append("a" * 64, "{}", LlmPlan([LlmChunk(0.25, "first")]))
+    again = Cassette(cassette).plans
+    assert again["a" * 64][0].chunks[0].text == "first" and again["b" * 64][0].chunks[0].text == "second"
 
     # The run that really starts does record afresh.
     assert invoke("run", record, "--out", out, "--quiet", "--overwrite").exit_code == 0

@@ -434,15 +434,15 @@ SWEEP_FILES = tuple(f + tmp for f in (RESOLVED_FILE, RESULTS_FILE) for tmp in ("
 RUN_EXTRA_FILES = tuple(f + tmp for f in (METRICS_FILE, ERROR_FILE) for tmp in ("", ".tmp"))
 
 
-def check_sweep_dir(out_dir: Path, plan: SweepPlan) -> OutputDir:
-    """Before anything runs: refuse a sweep folder (or run folder) where a file the sweep would
-    write exists but was not written by kame-sim. Writes nothing."""
+def check_sweep_dir(out_dir: Path, runs: list[PlannedRun]) -> OutputDir:
+    """Before anything runs: refuse a sweep folder, or the folder of a run to be (re)done, where a
+    file the sweep would write exists but was not written by kame-sim. Writes nothing."""
     top = OutputDir(out_dir)
     top.check(SWEEP_FILES)
     runs_dir = out_dir / RUNS_DIR
     if runs_dir.exists() and not runs_dir.is_dir():
         raise InputError(runs_dir, None, "is a file, not a folder; choose another --out")
-    for run in plan.runs:
+    for run in runs:
         OutputDir(runs_dir / run.run_id).check((*RUN_FILES, *RUN_EXTRA_FILES))
     return top
 
@@ -469,41 +469,45 @@ def execute_plan(
         _require_ray()  # before anything is written
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(plan)
     runs_dir = out_dir.resolve() / RUNS_DIR  # absolute: Ray workers do not share our cwd
-    top = check_sweep_dir(out_dir, plan)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(top, RESOLVED_FILE, plan.resolved())
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, None, "is a file, not a folder; choose another --out")
 
     outcomes: dict[str, RunOutcome] = {}
     resumed: list[str] = []
     todo: list[PlannedRun] = []
-    for run in plan.runs:
+    for run in plan.runs:  # reads only
         found = finished_outcome(runs_dir / run.run_id, run.run_id) if resume else None
         if found is not None:
             outcomes[run.run_id] = found
             resumed.append(run.run_id)
         else:
             todo.append(run)
+    top = check_sweep_dir(out_dir, todo)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(top, RESOLVED_FILE, plan.resolved())
     total = len(plan.runs)
     n_failed = 0
     if progress is not None:
         progress(len(outcomes), total, n_failed)
 
     tasks = _tasks(plan, todo, runs_dir)
-    if not tasks:
-        backend: Iterator[RunOutcome] = iter(())
-    elif ray_address is not None:
+    backend: Iterator[RunOutcome]
+    if ray_address is not None and tasks:
         backend = _ray_backend(tasks, workers, ray_address)
     elif workers == 1:
         backend = _in_process(tasks)
     else:
         backend = _process_pool(tasks, workers)
     executed: list[str] = []
-    for outcome in backend:
-        outcomes[outcome.run_id] = outcome
-        executed.append(outcome.run_id)
-        n_failed += outcome.status != "ok"
-        if progress is not None:
-            progress(len(outcomes), total, n_failed)
+    # closing(): an exception in the loop (Ctrl-C inside the progress callback) stops the pool now,
+    # not whenever the generator is collected.
+    with contextlib.closing(backend):  # type: ignore[type-var]  (the backends are generators)
+        for outcome in backend:
+            outcomes[outcome.run_id] = outcome
+            executed.append(outcome.run_id)
+            n_failed += outcome.status != "ok"
+            if progress is not None:
+                progress(len(outcomes), total, n_failed)
 
     table = results_table(plan, outcomes)
     tmp = top.record(RESULTS_FILE + ".tmp")
