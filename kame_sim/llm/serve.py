@@ -48,6 +48,7 @@ from kame_sim.delays import DelayField, DelaySampler, component_rng
 from kame_sim.errors import InputError
 from kame_sim.llm.content import LlmRequest, OracleRawReplay
 from kame_sim.llm.plan import chunk_reply
+from kame_sim.llm.serve_request import BadRequest, parse_chat_request
 
 FaultKind = Literal["http_429", "http_5xx", "stall", "drop", "malformed"]
 ScheduleEntry = Literal["ok", "http_429", "http_5xx", "stall", "drop", "malformed"]
@@ -269,85 +270,6 @@ class _State:
 STATE = web.AppKey("kame_sim_serve_state", _State)
 
 
-# -- the request body ---------------------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    """Known fields are type-checked strictly (no "1" for 1, no 1 for true, no NaN); fields this
-    server does not use are allowed, as the API allows many more."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-
-class ContentPart(_Strict):
-    type: str
-    text: str | None = None
-
-
-class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
-
-
-class StreamOptions(_Strict):
-    include_usage: bool | None = None
-
-
-class ChatRequest(_Strict):
-    """The body of ``POST /v1/chat/completions`` as the OpenAI API defines the fields it reads or
-    that clients commonly send; a wrong type or value is a 400 naming the field, as the API does."""
-
-    model: str = "gpt-4.1"
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool | None = None
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    n: int | None = Field(None, ge=1, le=128)
-    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
-    top_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    presence_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    user: str | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-
-    @model_validator(mode="after")
-    def _stream_options_need_stream(self) -> ChatRequest:
-        if self.stream_options is not None and not self.stream:
-            raise ValueError("'stream_options' is only allowed when 'stream' is true")
-        return self
-
-
-def parse_chat_request(body: Any) -> ChatRequest | tuple[str, str | None]:
-    """The validated request, or ``(message, param)`` for a 400 (``param`` = the field at fault)."""
-    if not isinstance(body, dict):
-        return "The request body must be a JSON object.", None
-    try:
-        return ChatRequest.model_validate(body)
-    except ValidationError as exc:
-        errors = exc.errors()
-        worst = max(errors, key=lambda e: len(e["loc"]))  # the most specific of a union's failures
-        param = ".".join(str(p) for p in worst["loc"] if not _union_tag(p)) or None
-        where = f"'{param}'" if param else "the request"
-        return f"Invalid value for {where}: {worst['msg']}.", param
-
-
-_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "none"})
-
-
-def _union_tag(part: object) -> bool:
-    """pydantic names the member of a union in an error's location ('str', 'list[ContentPart]',
-    'StreamOptions'); the client wants the field's path only (our field names are lower-case)."""
-    if isinstance(part, int):
-        return False
-    text = str(part)
-    return text in _TYPE_NAMES or not text.isidentifier() or text[:1].isupper()
-
-
 def _error_response(
     status: int, message: str, type_: str, code: str | None, param: str | None = None
 ) -> web.Response:
@@ -371,11 +293,6 @@ def _chunk_event(base: dict[str, Any], delta: dict[str, Any], finish: str | None
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _no_constant(name: str) -> Any:
-    """JSON has no NaN or Infinity (Python's parser accepts them): a body with one is malformed."""
-    raise ValueError(f"{name} is not JSON")
-
-
 async def _models(request: web.Request) -> web.Response:
     models = request.app[STATE].config.models
     data = [{"id": m, "object": "model", "created": 0, "owned_by": "kame-sim"} for m in models]
@@ -386,16 +303,10 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    try:
-        body = json.loads(await request.read(), parse_constant=_no_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
-        return _error_response(
-            400, "We could not parse the JSON body of your request.", "invalid_request_error", None
-        )
-    parsed = parse_chat_request(body)
-    if isinstance(parsed, tuple):
-        return _error_response(400, parsed[0], "invalid_request_error", None, parsed[1])
-    messages = [m.model_dump(exclude_none=True) for m in parsed.messages]
+    parsed = parse_chat_request(await request.read())
+    if isinstance(parsed, BadRequest):
+        return _error_response(400, parsed.message, "invalid_request_error", None, parsed.param)
+    messages = parsed.message_dicts()
     model = parsed.model
     config = state.config
     _, fault = state.next_request()
