@@ -57,11 +57,38 @@ def read_stream(
     return pa.Table.from_batches(batches, schema=found).select(schema.names).cast(schema), good
 
 
+def check_cassette_path(path: Path, field: str) -> None:
+    """A cassette path must be a plain file when it exists (a folder or a device is not one)."""
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+        raise InputError(path, field, "is not a file (a cassette is one Arrow stream file)")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(path, field, f"{path.parent} is a file, not a folder")
+
+
 def cut_torn_tail(path: Path, end: int) -> None:
-    """Truncate ``path`` to ``end`` (from :func:`read_stream`) so later appends stay readable."""
-    if path.exists() and end != path.stat().st_size:
-        with path.open("r+b") as f:
-            f.truncate(end)
+    """Cut a torn tail (or an end-of-stream marker) off ``path`` so later appends stay readable.
+
+    ``end`` is where :func:`read_stream` found the last complete message. The file is cut only
+    when it is changed (when a run starts appending), which can be a while after it was read, so
+    the bytes after ``end`` are scanned again under the file lock: whole messages another run
+    appended meanwhile are kept, only what does not parse is cut.
+    """
+    if not path.exists() or end == path.stat().st_size:
+        return
+    with path.open("r+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        data = f.read()
+        reader = pa.BufferReader(pa.py_buffer(data))
+        reader.seek(end)
+        good = end
+        while True:
+            try:
+                pa.ipc.read_message(reader)
+            except (EOFError, OSError, pa.ArrowInvalid):
+                break
+            good = reader.tell()
+        if good != len(data):
+            f.truncate(good)
 
 
 def append_batch(path: Path, schema: pa.Schema, batch: pa.RecordBatch) -> None:

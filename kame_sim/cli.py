@@ -335,17 +335,23 @@ def report(
     ] = 3,
 ) -> None:
     """Timeline picture, Perfetto export and HTML for a run; robustness curves for a sweep."""
+    from kame_sim.report.publish import publish_report
+
     with _user_errors():
         base = path.parent if path.is_file() else path
         target = out or base / "report"
         if (base / "results.parquet").exists() or path.suffix == ".parquet":
             from kame_sim.report.sweep_report import report_for_sweep
 
-            index = report_for_sweep(path, target, timelines=timelines)
+            index = publish_report(
+                target, lambda staging: report_for_sweep(path, staging, timelines=timelines)
+            )
         else:
             from kame_sim.report import report_for_trace
 
-            index = report_for_trace(path, target, embed_images=embed_images)
+            index = publish_report(
+                target, lambda staging: report_for_trace(path, staging, embed_images=embed_images)
+            )
     console.print(f"report: [bold]{index}[/]")
 
 
@@ -455,7 +461,7 @@ def serve_llm(
             error_status=error_status,
         )
         check_host(host, allow_remote)
-    serve_forever(settings, host, port, allow_remote)
+        serve_forever(settings, host, port, allow_remote)  # a port it cannot bind is one line too
 
 
 @app.command("init-checkpoint")

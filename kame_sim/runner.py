@@ -8,7 +8,7 @@ a half-written run behind. Once the trace is open, rows are streamed to disk as 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +25,21 @@ from kame_sim.llm.content import LlmContentSource, OracleRawReplay, ProgressiveH
 from kame_sim.llm.openai_backend import OpenAiLlm, ScaledLlm, api_key_from_env
 from kame_sim.llm.plan import LlmBackend, SimulatedLlm
 from kame_sim.replay.oracle_replay import load_oracle_schedule
-from kame_sim.run_dir import prepare_run_dir
+from kame_sim.run_dir import RESOLVED_SCENARIO, check_run_dir, prepare_run_dir
 from kame_sim.schedule import DelaySchedule, scenario_schedule
 from kame_sim.sim import ProgressCallback, Session, SessionParts
 from kame_sim.stt.events import SttEvent
 from kame_sim.stt.simulated import schedule_stt_events
 from kame_sim.stt.whisper import check_whisper_settings, whisper_stt_events
 from kame_sim.tokenizer import TextTokenizer
-from kame_sim.trace.ipc_file import write_ipc_file
+from kame_sim.trace.ipc_file import IPC_FILENAME, TMP_SUFFIX, write_ipc_file
 from kame_sim.trace.schema import TRACE_FILENAME
 from kame_sim.trace.writer import TraceWriter
+
+#: What a run writes into its folder (the manifest lists them; --overwrite replaces only these).
+RUN_FILES = (TRACE_FILENAME, RESOLVED_SCENARIO, IPC_FILENAME, IPC_FILENAME + TMP_SUFFIX)
+#: Something a prepared part must do once the run really starts (a cassette starting to record).
+StartHook = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ def build_llm(
     conversation: Conversation,
     environ: Mapping[str, str] | None = None,
     schedule: DelaySchedule | None = None,
+    on_start: list[StartHook] | None = None,
 ) -> LlmBackend:
     """The scenario's LLM back-end: simulated or live, behind a cassette and a time scale if asked.
 
@@ -139,7 +145,8 @@ def build_llm(
     InputError before anything is written. An unreachable endpoint is not checked here: each stream
     then ends in an ``llm_error`` event, as a live KAME server would log it and carry on. A pure
     replay (``cassette_mode = "replay"``, ``on_miss = "error"``) builds no back-end at all, so it
-    needs neither a key nor a network.
+    needs neither a key nor a network. A cassette is only read here; what it changes in its file
+    happens in the hook it adds to ``on_start`` (when the run starts), or on its first recording.
     """
     settings, seed = scenario.llm, scenario.run.seed
     pure_replay = (
@@ -173,7 +180,7 @@ def build_llm(
         )
     llm: LlmBackend | None = inner
     if settings.cassette is not None:
-        llm = CassetteLlm(
+        cassette = CassetteLlm(
             inner,
             settings.cassette,
             settings.cassette_mode,
@@ -181,6 +188,9 @@ def build_llm(
             model=settings.model,
             system_prompt=settings.system_prompt,
         )
+        if on_start is not None:
+            on_start.append(cassette.start)
+        llm = cassette
     assert llm is not None
     if settings.time_scale != 1.0:
         llm = ScaledLlm(llm, settings.time_scale)
@@ -188,11 +198,14 @@ def build_llm(
 
 
 def build_stt_events(
-    scenario: Scenario, conversation: Conversation, schedule: DelaySchedule | None = None
+    scenario: Scenario,
+    conversation: Conversation,
+    schedule: DelaySchedule | None = None,
+    on_start: list[StartHook] | None = None,
 ) -> list[SttEvent]:
     """The user channel's STT results: simulated from the word timestamps, or faster-whisper."""
     if scenario.stt.kind == "whisper":
-        return whisper_stt_events(scenario, conversation)
+        return whisper_stt_events(scenario, conversation, on_start)
     return schedule_stt_events(
         conversation.words_of(scenario.conversation.user_speaker),
         scenario.stt.utterance_gap,
@@ -209,17 +222,21 @@ def build_session_parts(
     conversation: Conversation,
     audio_out: Path | None = None,
     schedule: DelaySchedule | None = None,
+    on_start: list[StartHook] | None = None,
 ) -> SessionParts:
     """Prepare the session: tokenizer, front-end, content source and all per-component draws.
 
     ``schedule``: the scenario's ``delays.schedule`` already loaded; loaded (and validated) here
-    when not given.
+    when not given. Writes nothing when ``on_start`` is given: what a part must write (cassettes in
+    record mode) is added to it as a hook, for :func:`run_scenario` to call once every check has
+    passed. ``kame-sim validate`` passes a list and drops it. Without ``on_start`` cassettes write
+    as they go.
     """
     if schedule is None:
         schedule = scenario_schedule(scenario)
     frontend, tokenizer = build_frontend(scenario, audio_out)
-    stt_events = build_stt_events(scenario, conversation, schedule)
-    llm = build_llm(scenario, conversation, schedule=schedule)
+    stt_events = build_stt_events(scenario, conversation, schedule, on_start)
+    llm = build_llm(scenario, conversation, schedule=schedule, on_start=on_start)
     oracle_replay = None
     if scenario.replay.oracle_from is not None:
         oracle_replay = load_oracle_schedule(scenario.replay.oracle_from)
@@ -309,6 +326,19 @@ def trace_metadata(
     return meta
 
 
+def check_output_file(path: Path | None, overwrite: bool, field: str) -> None:
+    """A single output file named on the command line: not a folder, and an existing file is
+    replaced only with ``--overwrite`` (kame-sim cannot tell whose a wav is)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(path, field, "is a folder; give a file name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(path, field, f"{path.parent} is a file, not a folder")
+    if path.exists() and not overwrite:
+        raise InputError(path, field, "already exists; pass --overwrite to replace it")
+
+
 def run_scenario(
     scenario: Scenario,
     run_dir: Path | None = None,
@@ -321,18 +351,39 @@ def run_scenario(
 
     ``metadata`` adds schema metadata (a sweep's ``kame_sim.run_id`` and ``kame_sim.parameters``).
     Only a run that ends normally also gets ``trace.arrow``, the IPC-file copy of the stream.
+
+    Order: every check (output folder and files first, they are cheap), then the session parts
+    (which write nothing), then the output folder is cleared of the previous run's files and the
+    start hooks run (cassettes start recording). A failure before the trace is open leaves nothing
+    behind; after, a readable partial trace.
     """
     conversation = load_run_conversation(scenario)
-    schedule = scenario_schedule(scenario)
-    parts = build_session_parts(scenario, conversation, audio_out, schedule)
     run_dir = run_dir or default_run_dir(scenario, conversation.id)
-    prepare_run_dir(run_dir, overwrite)
-    (run_dir / "scenario.resolved.json").write_text(
-        json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n", encoding="utf-8"
-    )
-    trace_file = run_dir / TRACE_FILENAME
-    meta = {**trace_metadata(scenario, conversation, parts.tokenizer, schedule), **(metadata or {})}
-    with TraceWriter(trace_file, meta) as trace:
+    check_run_dir(run_dir, overwrite, RUN_FILES)
+    check_output_file(audio_out, overwrite, "--audio-out")
+    schedule = scenario_schedule(scenario)
+    on_start: list[StartHook] = []
+    parts = build_session_parts(scenario, conversation, audio_out, schedule, on_start)
+    out = prepare_run_dir(run_dir, overwrite, RUN_FILES)
+    trace: TraceWriter | None = None
+    try:
+        out.record(RESOLVED_SCENARIO).write_text(
+            json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n", encoding="utf-8"
+        )
+        trace_file = out.record(TRACE_FILENAME)
+        out.record(IPC_FILENAME)  # written at the end (through a temporary name, also listed)
+        out.record(IPC_FILENAME + TMP_SUFFIX)
+        meta = {**trace_metadata(scenario, conversation, parts.tokenizer, schedule), **(metadata or {})}
+        trace = TraceWriter(trace_file, meta)
+        for hook in on_start:
+            hook()
+    except BaseException:
+        if trace is not None:
+            trace.close()
+        out.rollback()
+        raise
+    out.commit()
+    with trace:
         Session(parts, trace, progress).run()
     write_ipc_file(trace_file)
     return RunResult(run_dir, trace_file, conversation.id)

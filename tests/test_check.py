@@ -128,17 +128,20 @@ value = -10
 
 def test_failed_runs_and_unknown_metrics_fail_the_check(tmp_path: Path):
     sweep = f'base = "{DEMO_SCENARIO}"\n[parameters]\n"conversation.id" = ["demo", "ghost"]\n'
-    asserts = '[[assert]]\nmetric = "no_such_metric"\nvalue = 1\n'
+    asserts = '[[assert]]\nmetric = "skiped_token_rate"\nvalue = 1\n'
+    with pytest.raises(InputError, match=r"unknown metric 'skiped_token_rate'.*skipped_token_rate"):
+        run_check(write_check(tmp_path, asserts, sweep), tmp_path / "out", workers=1)  # before any run
+    assert not (tmp_path / "out").exists()
     junit = tmp_path / "j.xml"
+    asserts = '[[assert]]\nmetric = "n_turns"\nop = ">="\nvalue = 1\n'
     result = run_check(write_check(tmp_path, asserts, sweep), tmp_path / "out", workers=1, junit=junit)
     assert not result.passed
-    unknown, completion = result.assertions
-    assert not unknown.passed and "no metric column 'no_such_metric'" in unknown.message
-    assert "skipped_token_rate" in unknown.message  # lists what there is
+    metric, completion = result.assertions
+    assert metric.passed and metric.n_runs == 1
     assert not completion.passed and "1 of 2 runs failed" in completion.message
     assert "ghost" in completion.message
     suite, _ = junit_cases(junit)
-    assert suite.get("failures") == "2"
+    assert suite.get("failures") == "1"
 
     allowed = write_check(
         tmp_path,

@@ -30,12 +30,13 @@ row only), ``chunk_index`` (null for a plan without chunks), ``at`` and ``text``
 are raw (``llm.time_scale`` is applied after replay). Version-1 files (no ``cut_at``) are read as
 they are and rewritten as version 2 before anything is appended to them.
 
-Modes: ``record`` (start the file afresh, ask the wrapped back-end for every stream and append
-it), ``replay`` (never record; a miss is
-``on_miss``: ``"error"`` -> a plan whose error is ``"cassette miss: <key>"`` at t = 0, which the run
-records as an ``llm_error`` event -- a run-time event rather than an input error, so one unknown
-request does not throw away a long run; ``"live"`` -> ask the wrapped back-end), ``auto`` (replay
-hits, record misses).
+Modes: ``record`` (start the file afresh when the run starts -- never while a run is only
+prepared or validated, and only if the file is a cassette -- then ask the wrapped back-end for
+every stream and append it), ``replay`` (never record; a miss is ``on_miss``: ``"error"`` -> a
+plan whose error is ``"cassette miss: <key>"`` at t = 0, which the run records as an
+``llm_error`` event -- a run-time event rather than an input error, so one unknown request does
+not throw away a long run; ``"live"`` -> ask the wrapped back-end), ``auto`` (replay hits,
+record misses).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from kame_sim.cassette_log import append_batch, cut_torn_tail, read_stream
+from kame_sim.cassette_log import append_batch, check_cassette_path, cut_torn_tail, read_stream
 from kame_sim.errors import InputError
 from kame_sim.llm.content import LlmRequest
 from kame_sim.llm.openai_backend import (
@@ -192,21 +193,42 @@ def read_cassette(path: Path) -> tuple[pa.Table, int]:
 
 
 class Cassette:
-    """The file: recorded plans by key (in start order), and an append-only writer."""
+    """The file: recorded plans by key (in start order), and an append-only writer.
 
-    def __init__(self, path: Path) -> None:
+    Opening only reads (and so validates) the file; the file is changed only once the run starts
+    (:meth:`start`, or the first :meth:`append`): then ``fresh`` (record mode) starts it afresh,
+    otherwise a torn tail is cut off. A refused run, or ``kame-sim validate``, never touches it.
+    """
+
+    def __init__(self, path: Path, fresh: bool = False) -> None:
         self.path = path
+        self.fresh = fresh
         self._plans: dict[str, list[tuple[int, int, LlmPlan]]] = defaultdict(list)
         self.plans: dict[str, list[LlmPlan]] = defaultdict(list)
         self.n_plans = 0  # the next plan_index to reserve
         self._added = 0
         self.version = CASSETTE_VERSION
+        self._end: int | None = None
+        self.started = False
+        check_cassette_path(path, "llm.cassette")
         if path.exists() and path.stat().st_size:
-            table, end, self.version = _read(path)
-            cut_torn_tail(path, end)  # drop a torn tail / EOS marker so appends are readable
-            for index, key, plan in _plans_of(table):
-                self._insert(index, key, plan)
-                self.n_plans = max(self.n_plans, index + 1)
+            # a file that is not a cassette is refused here; nothing is written yet
+            table, self._end, self.version = _read(path)
+            if not fresh:
+                for index, key, plan in _plans_of(table):
+                    self._insert(index, key, plan)
+                    self.n_plans = max(self.n_plans, index + 1)
+
+    def start(self) -> None:
+        """The run really starts: record mode empties the file, other modes cut a torn tail."""
+        if self.started:
+            return
+        self.started = True
+        if self.fresh:
+            self.path.unlink(missing_ok=True)  # record = this run's streams only
+            self.version = CASSETTE_VERSION
+        elif self._end is not None:
+            cut_torn_tail(self.path, self._end)  # drop a torn tail / EOS marker so appends are readable
 
     def _insert(self, index: int, key: str, plan: LlmPlan) -> None:
         """Keep each key's plans in plan_index (start) order; ties keep the order they came in."""
@@ -224,6 +246,7 @@ class Cassette:
 
     def append(self, key: str, request_json: str, plan: LlmPlan, index: int | None = None) -> None:
         """Append one plan as one encapsulated IPC message (the schema first in a new file)."""
+        self.start()
         if index is None:
             index = self.reserve()
         if self.version != CASSETTE_VERSION:
@@ -310,12 +333,17 @@ class CassetteLlm:
         self.on_miss = on_miss
         self.model = model
         self.system_prompt = system_prompt
-        if mode == "record" and path.exists():
-            path.unlink()  # record = this run's streams only; 'auto' is the mode that adds to a cassette
-        self.cassette = Cassette(path)
+        # record = this run's streams only ('auto' is the mode that adds to a cassette); the file is
+        # emptied when the run starts (start()), never while a run is only being prepared.
+        self.cassette = Cassette(path, fresh=mode == "record")
         self._seen: dict[str, int] = defaultdict(int)
         self.hits = 0
         self.misses = 0
+
+    def start(self) -> None:
+        """Called when the run really starts (after every check): see :meth:`Cassette.start`."""
+        if self.mode != "replay":
+            self.cassette.start()
 
     def key_of(self, request: LlmRequest) -> tuple[str, str]:
         """``(key, canonical request JSON)`` of what the live back-end would send for ``request``."""

@@ -47,6 +47,7 @@ from kame_sim.delays import DelayField, DelaySampler, component_rng
 from kame_sim.errors import InputError
 from kame_sim.llm.content import LlmRequest, OracleRawReplay
 from kame_sim.llm.plan import chunk_reply
+from kame_sim.llm.serve_request import BadRequest, parse_chat_request
 
 FaultKind = Literal["http_429", "http_5xx", "stall", "drop", "malformed"]
 ScheduleEntry = Literal["ok", "http_429", "http_5xx", "stall", "drop", "malformed"]
@@ -84,7 +85,9 @@ class ServeLlmConfig(BaseModel):
     fault_schedule: tuple[ScheduleEntry, ...] = ()
     repeat_schedule: bool = False
     error_status: int = Field(503, ge=500, le=599, description="status of an http_5xx fault")
-    stall_seconds: float = Field(5.0, ge=0, description="how long a stalled stream sends nothing")
+    stall_seconds: float = Field(
+        5.0, ge=0, allow_inf_nan=False, description="how long a stalled stream sends nothing"
+    )
     fault_after_chunks: int = Field(2, ge=0, description="content chunks sent before a mid-stream fault")
 
     @field_validator("content")
@@ -305,8 +308,10 @@ async def _count_in_flight(request: web.Request, handler: Any) -> web.StreamResp
         stats.in_flight -= 1
 
 
-def _error_response(status: int, message: str, type_: str, code: str | None) -> web.Response:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+def _error_response(
+    status: int, message: str, type_: str, code: str | None, param: str | None = None
+) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return web.json_response(body, status=status, headers={"x-request-id": f"req_kamesim_{time.time_ns()}"})
 
 
@@ -336,16 +341,11 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     clock = state.clock
     t0 = clock.time()
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error_response(
-            400, "We could not parse the JSON body of your request.", "invalid_request_error", None
-        )
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        return _error_response(400, "'messages' must be a list of objects.", "invalid_request_error", None)
-    model = body.get("model") if isinstance(body.get("model"), str) else "gpt-4.1"
+    parsed = parse_chat_request(await request.read())
+    if isinstance(parsed, BadRequest):
+        return _error_response(400, parsed.message, "invalid_request_error", None, parsed.param)
+    messages = parsed.message_dicts()
+    model = parsed.model
     config = state.config
     _, fault = state.next_request()
     if fault == "http_429":
@@ -361,8 +361,8 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         )
 
     pieces = chunk_reply(state.content.reply(messages), config.words_per_chunk)
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))  # a word stands for a token
-    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+    limit = parsed.max_completion_tokens or parsed.max_tokens  # a word stands for a token
+    if limit is not None:
         pieces = chunk_reply(" ".join("".join(pieces).split()[:limit]), config.words_per_chunk)
     # Offsets of content chunks from the request start: TTFT, then one gap per later chunk.
     offsets: list[float] = []
@@ -375,10 +375,10 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     fault_index = min(config.fault_after_chunks, len(pieces))
     cid, created = state.completion_id(), int(time.time())
 
-    if not body.get("stream"):
+    if not parsed.stream:
         return await _complete(request, state, fault, pieces, offsets, first_at, t0, cid, created, model)
 
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
     base = {
         "id": cid,
         "object": "chat.completion.chunk",
@@ -517,7 +517,11 @@ async def serve(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # port taken, no permission, an address this machine does not have
+            reason = exc.strerror or str(exc)
+            raise InputError("<cli>", "--port", f"cannot listen on {host}:{port} ({reason})") from None
         bound_port = runner.addresses[0][1]
         if ready is not None:
             url_host = f"[{host}]" if ":" in host else host

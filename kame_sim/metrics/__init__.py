@@ -8,6 +8,7 @@ from kame_sim.metrics.fdb import FdbSummary, FdbTurn, fdb_from_tokens, fdb_from_
 from kame_sim.metrics.oracle_lag import STATUSES, ChunkLags, chunk_lags
 from kame_sim.metrics.paired import PairedDifference, paired_difference
 from kame_sim.metrics.run_metrics import (
+    RUN_METRIC_COLUMNS,
     RunMetrics,
     TurnMetrics,
     compute_metrics,
@@ -16,6 +17,7 @@ from kame_sim.metrics.run_metrics import (
 from kame_sim.metrics.text import levenshtein, normalise_words, normalised_edit_distance, word_f1
 
 __all__ = [
+    "RUN_METRIC_COLUMNS",
     "STATUSES",
     "ChunkLags",
     "FdbSummary",

@@ -192,9 +192,15 @@ class RunMetrics:
     def as_row(self) -> dict[str, Number]:
         """Flat numeric row for a results table (``complete`` as 0/1; no conversation id or seed:
         the sweep that collects rows adds those, with its parameters)."""
-        row = _numeric_fields(self, skip=("conversation_id", "seed", "chunk_lags"))
+        row = _numeric_fields(self, skip=_RUN_ROW_SKIP)
         row["complete"] = int(self.complete)
         return row
+
+
+_RUN_ROW_SKIP = ("conversation_id", "seed", "chunk_lags")
+#: The metric columns of :meth:`RunMetrics.as_row`, known before any run (a CI gate checks its
+#: assertions' metric names against these before it runs anything).
+RUN_METRIC_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunMetrics) if f.name not in _RUN_ROW_SKIP)
 
 
 def _numeric_fields(obj: object, skip: tuple[str, ...]) -> dict[str, Number]:

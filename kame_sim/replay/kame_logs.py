@@ -280,8 +280,8 @@ def import_kame_logs(
         ),
         "kame_sim.files": json.dumps({name: len(lines) for name, lines in parsed.items()}, sort_keys=True),
     }
-    prepare_run_dir(out_dir, overwrite)
-    trace_file = out_dir / TRACE_FILENAME
+    out = prepare_run_dir(out_dir, overwrite)
+    trace_file = out.record(TRACE_FILENAME)
     ordered = rows.sorted()
     end = ordered[-1][0] if ordered else 0.0
     with TraceWriter(trace_file, metadata) as trace:

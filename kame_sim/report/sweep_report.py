@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from kame_sim.errors import InputError
 from kame_sim.metrics import aggregate, robustness_curve
@@ -30,6 +29,7 @@ from kame_sim.paths import make_output_dir
 from kame_sim.report.curves import plot_comparison, plot_heatmaps, plot_robustness_curves
 from kame_sim.report.html import Link, ReportSection, write_html_report
 from kame_sim.report.interactive import write_bokeh_js, write_interactive_timeline
+from kame_sim.report.results_table import read_resolved, read_results
 from kame_sim.sweep.spec import run_id_of_folder
 from kame_sim.trace.reader import read_trace
 
@@ -86,8 +86,7 @@ def sweep_results_path(path: Path) -> Path:
 
 
 def _resolved(results_file: Path) -> dict[str, Any]:
-    resolved = results_file.parent / "sweep.resolved.json"
-    return json.loads(resolved.read_text(encoding="utf-8")) if resolved.exists() else {}
+    return read_resolved(results_file)
 
 
 def _parameters(resolved: dict[str, Any], table: pa.Table) -> list[str]:
@@ -346,9 +345,7 @@ def report_for_sweep(
     results, no successful run, or none of the metrics defined in any successful run.
     """
     results_file = sweep_results_path(path)
-    if not results_file.exists():
-        raise InputError(results_file, None, "no sweep results here (expected a sweep directory)")
-    table = pq.read_table(results_file)
+    table = read_results(results_file, metrics or ())
     resolved = _resolved(results_file)
     spec = resolved.get("spec") or {}
     report_spec = spec.get("report") or {}
@@ -360,6 +357,10 @@ def report_for_sweep(
         first = f"; first error: {errors[0]}" if errors else ""
         raise InputError(results_file, None, f"no successful run to report on ({n_failed} failed{first})")
     wanted = list(metrics or report_spec.get("metrics") or KEY_METRICS)
+    for m in wanted:
+        if m in table.column_names and not _is_numeric(table[m]):
+            message = f"metric column is {table.schema.field(m).type}, not numeric"
+            raise InputError(results_file, m, message + " (not a kame-sim sweep results table)")
     present = [m for m in wanted if m in ok.column_names and pc.count(ok[m]).as_py() > 0]
     if not present:
         raise InputError(

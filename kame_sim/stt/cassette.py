@@ -14,7 +14,8 @@ list, appended and fsynced; a torn tail is cut off on the next open. Columns: ``
 ``key``, ``key_json`` (first row only), ``event_index`` (null for an empty list), ``kind``,
 ``arrival``, ``text``, ``utterance``, ``delay``, ``speech_time``.
 
-Modes (``stt.cassette_mode``): ``record`` (start the file afresh, decode, append), ``replay``
+Modes (``stt.cassette_mode``): ``record`` (decode, then start the file afresh and append once the
+run starts -- a file that is not an STT cassette is refused, never emptied), ``replay``
 (never decode; a missing file or key is an InputError naming stt.cassette), ``auto`` (replay a hit,
 decode and append a miss).
 """
@@ -29,7 +30,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from kame_sim.cassette_log import append_batch, cut_torn_tail, read_stream
+from kame_sim.cassette_log import append_batch, check_cassette_path, cut_torn_tail, read_stream
 from kame_sim.errors import InputError
 from kame_sim.stt.events import SttEvent
 
@@ -103,12 +104,13 @@ class SttCassette:
             raise InputError(
                 path, "stt.cassette", "cassette not found (record one with cassette_mode = 'record')"
             )
-        if mode == "record" and path.exists():
-            path.unlink()
+        check_cassette_path(path, "stt.cassette")
         self.path, self.mode = path, mode
         self.recorded: dict[str, list[SttEvent]] = {}
         self.n_runs = 0
         self.hits = self.misses = 0
+        self._end: int | None = None
+        self.started = False
         if path.exists() and path.stat().st_size:
             table, end = read_stream(
                 path,
@@ -118,7 +120,9 @@ class SttCassette:
                 "stt.cassette",
                 "kame-sim STT cassette",
             )
-            cut_torn_tail(path, end)
+            self._end = end
+            if mode == "record":
+                return  # read only to refuse a file that is not a cassette; emptied by start()
             cols = table.to_pydict()
             runs: dict[int, tuple[str, list[SttEvent]]] = {}
             for i in range(table.num_rows):
@@ -139,13 +143,38 @@ class SttCassette:
                 self.recorded[key] = events
             self.n_runs = len(runs)
 
+    def start(self) -> None:
+        """The run really starts: record mode empties the file, other modes cut a torn tail.
+
+        Opening a cassette only reads it, so a run refused by a later check (or ``kame-sim
+        validate``) leaves the file exactly as it was.
+        """
+        if self.started:
+            return
+        self.started = True
+        if self.mode == "record":
+            self.path.unlink(missing_ok=True)
+        elif self._end is not None:
+            cut_torn_tail(self.path, self._end)
+
     def append(self, key: str, key_json: str, events: list[SttEvent]) -> None:
+        self.start()
         append_batch(self.path, SCHEMA, events_batch(self.n_runs, key, key_json, events))
         self.recorded[key] = list(events)
         self.n_runs += 1
 
-    def events(self, key: str, key_json: str, live: Callable[[], list[SttEvent]]) -> list[SttEvent]:
-        """Replay ``key`` or (record/auto) run ``live`` and record its events."""
+    def events(
+        self,
+        key: str,
+        key_json: str,
+        live: Callable[[], list[SttEvent]],
+        on_start: list[Callable[[], None]] | None = None,
+    ) -> list[SttEvent]:
+        """Replay ``key`` or (record/auto) run ``live`` and record its events.
+
+        With ``on_start`` the recording is not written now but appended to it as a callable, for
+        the runner to call once the run really starts (after every check has passed).
+        """
         if self.mode != "record" and key in self.recorded:
             self.hits += 1
             return list(self.recorded[key])
@@ -157,5 +186,8 @@ class SttCassette:
                 f"no recording for this conversation, model and settings ({key[:16]})",
             )
         events = live()
-        self.append(key, key_json, events)
+        if on_start is None:
+            self.append(key, key_json, events)
+        else:
+            on_start.append(lambda: self.append(key, key_json, events))
         return events

@@ -22,7 +22,7 @@ import hashlib
 import importlib.util
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -391,8 +391,13 @@ def check_whisper_settings(scenario: Scenario) -> Path:
     return model_dir
 
 
-def whisper_stt_events(scenario: Scenario, conversation: Conversation) -> list[SttEvent]:
-    """The scenario's whisper STT events for the user channel (through the cassette if one is set)."""
+def whisper_stt_events(
+    scenario: Scenario, conversation: Conversation, on_start: list[Callable[[], None]] | None = None
+) -> list[SttEvent]:
+    """The scenario's whisper STT events for the user channel (through the cassette if one is set).
+
+    ``on_start`` defers writing the cassette until the run starts (see ``SttCassette.events``).
+    """
     s = scenario.stt
     model_dir = check_whisper_settings(scenario)
     speaker = scenario.conversation.user_speaker
@@ -417,7 +422,7 @@ def whisper_stt_events(scenario: Scenario, conversation: Conversation) -> list[S
         settings_key(scenario),
         policy_version=POLICY_VERSION,
     )
-    return SttCassette(s.cassette, s.cassette_mode).events(key, key_json, live)
+    return SttCassette(s.cassette, s.cassette_mode).events(key, key_json, live, on_start)
 
 
 # Bump when the streaming policy or its constants change: old STT cassettes then miss, not replay.

@@ -37,6 +37,7 @@ assertion, which every CI system renders) and a Markdown table (for job summarie
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import operator
@@ -53,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kame_sim.compare import SweepResults, design_points, load_results, point_label, sample_of
 from kame_sim.config import read_toml, validation_to_input_error
 from kame_sim.errors import InputError
-from kame_sim.metrics import aggregate
+from kame_sim.metrics import RUN_METRIC_COLUMNS, aggregate
 from kame_sim.metrics.aggregate import _rng
 from kame_sim.metrics.paired import PairedDifference, Sample, paired_difference
 from kame_sim.paths import make_output_dir, plain_name_problem
@@ -87,7 +88,7 @@ class Assertion(BaseModel):
     metric: str
     stat: Stat = "mean"
     op: Op = "<="
-    value: float
+    value: float = Field(allow_inf_nan=False)
     where: dict[str, Any] = Field(default_factory=dict)
 
     def label(self) -> str:
@@ -258,6 +259,7 @@ def load_check(path: Path, cli_set: dict[str, Any] | None = None) -> CheckSpec:
         sweep_data.setdefault("name", header.name or path.stem)
         plan = plan_sweep(parse_spec(sweep_data, path), path, cli_set)
     _check_filters(path, plan, header.assertions)
+    _check_metrics(path, header.assertions)
     _check_filters(path, plan, header.baseline, "baseline")
     baseline_results = None
     if header.baseline_results is not None:
@@ -280,6 +282,47 @@ def _run_values(plan: SweepPlan, key: str) -> list[Any]:
     if key == "conversation_id":
         return [r.conversation_id for r in plan.runs]
     return [r.parameters[key] for r in plan.runs]
+
+
+def _check_metrics(path: Path, assertions: list[Assertion]) -> None:
+    """Every assertion must name a per-run metric: a typo would otherwise fail only after the
+    whole sweep ran (and fail the gate for the wrong reason)."""
+    for i, assertion in enumerate(assertions):
+        if assertion.metric not in RUN_METRIC_COLUMNS:
+            close = difflib.get_close_matches(assertion.metric, RUN_METRIC_COLUMNS, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise InputError(
+                path,
+                f"assert[{i}].metric",
+                f"unknown metric {assertion.metric!r}; {hint}(docs/metrics.md lists the per-run metrics)",
+            )
+
+
+#: How the first bytes of a JUnit / Markdown file kame-sim check wrote begin (a file that does not
+#: look like one is someone else's, and is not replaced).
+_JUNIT_MARK = b'<testsuites name="kame-sim check"'
+_MARKDOWN_MARK = b"## kame-sim check "
+
+
+def check_report_file(path: Path | None, field: str, mark: bytes) -> None:
+    """Refuse an output file that cannot be written, or that exists and is not one kame-sim wrote."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(path, field, "is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(path, field, f"{parent} is a file, not a folder")
+            break
+    if path.exists() or path.is_symlink():
+        try:
+            with path.open("rb") as f:
+                head = f.read(512)
+        except OSError as exc:
+            raise InputError(path, field, f"cannot be read ({exc.strerror})") from None
+        if path.is_symlink() or mark not in head:
+            raise InputError(path, field, "exists and was not written by kame-sim check; choose another file")
 
 
 def _check_filters(
@@ -764,6 +807,10 @@ def run_check(
     """
     check = load_check(Path(check_path), cli_set)
     base = load_baseline(check, baseline)
+    check_report_file(junit, "--junit", _JUNIT_MARK)
+    check_report_file(markdown, "--markdown", _MARKDOWN_MARK)
+    if junit is not None and markdown is not None and Path(junit).resolve() == Path(markdown).resolve():
+        raise InputError(markdown, "--markdown", "is also the --junit file")
     out = Path(out_dir) if out_dir is not None else Path("traces") / "checks" / check.name
     for target, flag in ((junit, "--junit"), (markdown, "--markdown")):
         if target is not None:  # checked before the runs, not after them

@@ -13,10 +13,14 @@ other hundreds. Failed runs are retried on the next resume.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import multiprocessing
 import os
-import shutil
+import signal
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,8 +38,9 @@ from kame_sim.config import scenario_from_dict
 from kame_sim.conversation import Conversation
 from kame_sim.errors import InputError
 from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
+from kame_sim.output_dir import OutputDir
 from kame_sim.paths import make_output_dir
-from kame_sim.runner import load_run_conversation, run_scenario
+from kame_sim.runner import RUN_FILES, load_run_conversation, run_scenario
 from kame_sim.sweep.spec import PlannedRun, SweepPlan, load_sweep, run_id_of_folder
 from kame_sim.trace import TraceData, read_trace
 
@@ -101,9 +106,11 @@ class SweepResult:
         return not self.failed
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write-then-rename, so a reader (or a resume) never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+def _write_json_atomic(out: OutputDir, name: str, data: dict[str, Any]) -> None:
+    """Write-then-rename, so a reader (or a resume) never sees half a file; both names are listed
+    in the folder's manifest first (a crash between the two leaves a file kame-sim may remove)."""
+    tmp = out.record(name + ".tmp")
+    path = out.record(name)
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
@@ -137,14 +144,14 @@ def execute_run(task: RunTask) -> RunOutcome:
     """Run one sweep run from scratch and write its ``metrics.json`` (runs in a worker).
 
     Never raises for a failed run: the error is returned (and written to ``error.json``) so the
-    sweep can go on. The run directory is wiped first: whatever a killed worker left is redone.
+    sweep can go on. What an earlier attempt wrote in the run directory is removed first (a killed
+    worker's half-done run is redone); files kame-sim did not write there are left alone.
     """
     started = time.perf_counter()
     run_dir = Path(task.run_dir)
     conversation_id = task.conversation_id
     try:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
+        OutputDir(run_dir).remove_previous()
         scenario = scenario_from_dict(task.scenario, run_dir / "scenario.resolved.json")
         result = run_scenario(scenario, run_dir, metadata=run_metadata(task))
         conversation_id = result.conversation_id
@@ -154,7 +161,8 @@ def execute_run(task: RunTask) -> RunOutcome:
         row = metrics_row(trace, load_run_conversation(scenario))
         wall = time.perf_counter() - started
         _write_json_atomic(
-            run_dir / METRICS_FILE,
+            OutputDir(run_dir),
+            METRICS_FILE,
             {
                 "run_id": task.run_id,
                 "status": "ok",
@@ -171,13 +179,15 @@ def execute_run(task: RunTask) -> RunOutcome:
         message = _error_text(exc)
         wall = time.perf_counter() - started
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / METRICS_FILE).unlink(missing_ok=True)
+            out = OutputDir(run_dir)
+            if out.owns(METRICS_FILE):
+                (run_dir / METRICS_FILE).unlink(missing_ok=True)
             _write_json_atomic(
-                run_dir / ERROR_FILE,
+                out,
+                ERROR_FILE,
                 {"run_id": task.run_id, "status": "failed", "error": message, "parameters": task.parameters},
             )
-        except OSError:
+        except (OSError, InputError):
             pass  # the outcome still carries the error
         return RunOutcome(task.run_id, "failed", message, conversation_id, {}, wall)
 
@@ -219,6 +229,45 @@ def _in_process(tasks: list[RunTask]) -> Iterator[RunOutcome]:
         yield execute_run(task)
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _watch_parent(parent: int, interval: float = 0.5) -> None:
+    """Poll the parent's pid; once the worker has been handed to another parent, end it."""
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker as soon as the sweep process that started it dies.
+
+    Why: a killed sweep (SIGKILL gives it no chance to stop its pool) would otherwise leave workers
+    running their current runs to the end, burning CPU and writing into the sweep folder behind
+    the user's back. On Linux the kernel kills the worker with its parent (``PR_SET_PDEATHSIG``);
+    everywhere, a daemon thread also polls the parent's pid (the only way on macOS, and a safety
+    net for a parent that died before ``prctl`` took effect).
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="kame-sim-parent-watch", daemon=True).start()
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool's workers now (their runs are redone on resume) instead of waiting for them.
+
+    ``ProcessPoolExecutor`` has no public way to stop running tasks; ``_processes`` is the map of
+    its worker processes (stable since Python 3.2).
+    """
+    for process in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+
+
 def _process_pool(
     tasks: list[RunTask], workers: int, run: Callable[[RunTask], RunOutcome] = execute_run
 ) -> Iterator[RunOutcome]:
@@ -240,7 +289,9 @@ def _process_pool(
         in_flight: dict[Future[RunOutcome], RunTask] = {}
         victims: list[RunTask] = []
         broken: BaseException | None = None
-        pool = ProcessPoolExecutor(max_workers=limit, mp_context=context)
+        pool = ProcessPoolExecutor(
+            max_workers=limit, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+        )
         try:
             while source and len(in_flight) < limit:
                 task = source.popleft()
@@ -265,8 +316,12 @@ def _process_pool(
                 while source and len(in_flight) < limit:
                     task = source.popleft()
                     in_flight[pool.submit(run, task)] = task
+        except BaseException:
+            # Ctrl-C, SIGTERM turned into an exception, or a consumer that stops early: stop the runs
+            # in flight (a resume redoes them) and drop the queued ones instead of finishing them.
+            _kill_workers(pool)
+            raise
         finally:
-            # On Ctrl-C (or a consumer that stops early) drop queued runs instead of finishing them.
             pool.shutdown(wait=True, cancel_futures=True)
         if broken is not None:
             if solo:
@@ -405,6 +460,33 @@ def adopt_run_folders(plan: SweepPlan, runs_dir: Path) -> int:
     return moved
 
 
+#: What a sweep writes at the top of its folder, and in each run folder besides the run's own files.
+SWEEP_FILES = tuple(f + tmp for f in (RESOLVED_FILE, RESULTS_FILE) for tmp in ("", ".tmp"))
+RUN_EXTRA_FILES = tuple(f + tmp for f in (METRICS_FILE, ERROR_FILE) for tmp in ("", ".tmp"))
+
+
+def folders_by_id(runs_dir: Path) -> dict[str, Path]:
+    """The run folders already in ``runs_dir``, by the run id their name ends with (reads only)."""
+    try:
+        entries = [p for p in runs_dir.iterdir() if p.is_dir()]
+    except OSError:
+        return {}
+    return {run_id: p for p in entries if (run_id := run_id_of_folder(p.name)) is not None}
+
+
+def check_sweep_dir(out_dir: Path, runs: list[PlannedRun], existing: dict[str, Path]) -> OutputDir:
+    """Before anything runs: refuse a sweep folder, or the folder of a run to be (re)done, where a
+    file the sweep would write exists but was not written by kame-sim. Writes nothing."""
+    top = OutputDir(out_dir)
+    top.check(SWEEP_FILES)
+    runs_dir = out_dir / RUNS_DIR
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise InputError(runs_dir, None, "is a file, not a folder; choose another --out")
+    for run in runs:
+        OutputDir(existing.get(run.run_id, runs_dir / run.folder)).check((*RUN_FILES, *RUN_EXTRA_FILES))
+    return top
+
+
 def default_out_dir(plan: SweepPlan) -> Path:
     """``traces/sweeps/<name>`` (``traces/`` is where single runs go, and is git-ignored)."""
     return Path("traces") / "sweeps" / plan.name
@@ -426,47 +508,54 @@ def execute_plan(
     if ray_address is not None:
         _require_ray()  # before anything is written
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(plan)
-    make_output_dir(out_dir, "sweep directory")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, None, "is a file, not a folder; choose another --out")
     runs_dir = out_dir.resolve() / RUNS_DIR  # absolute: Ray workers do not share our cwd
-    make_output_dir(runs_dir, "sweep directory")
-    _write_json_atomic(out_dir / RESOLVED_FILE, plan.resolved())
-    adopt_run_folders(plan, runs_dir)
 
     outcomes: dict[str, RunOutcome] = {}
     resumed: list[str] = []
     todo: list[PlannedRun] = []
-    for run in plan.runs:
-        found = finished_outcome(runs_dir / run.folder, run.run_id) if resume else None
+    existing = folders_by_id(runs_dir)
+    for run in plan.runs:  # reads only
+        folder = existing.get(run.run_id, runs_dir / run.folder)
+        found = finished_outcome(folder, run.run_id) if resume else None
         if found is not None:
             outcomes[run.run_id] = found
             resumed.append(run.run_id)
         else:
             todo.append(run)
+    top = check_sweep_dir(out_dir, todo, existing)  # every check before anything is written
+    make_output_dir(out_dir, "sweep directory")
+    make_output_dir(runs_dir, "sweep directory")
+    adopt_run_folders(plan, runs_dir)
+    _write_json_atomic(top, RESOLVED_FILE, plan.resolved())
     total = len(plan.runs)
     n_failed = 0
     if progress is not None:
         progress(len(outcomes), total, n_failed)
 
     tasks = _tasks(plan, todo, runs_dir)
-    if not tasks:
-        backend: Iterator[RunOutcome] = iter(())
-    elif ray_address is not None:
+    backend: Iterator[RunOutcome]
+    if ray_address is not None and tasks:
         backend = _ray_backend(tasks, workers, ray_address)
     elif workers == 1:
         backend = _in_process(tasks)
     else:
         backend = _process_pool(tasks, workers)
     executed: list[str] = []
-    for outcome in backend:
-        outcomes[outcome.run_id] = outcome
-        executed.append(outcome.run_id)
-        n_failed += outcome.status != "ok"
-        if progress is not None:
-            progress(len(outcomes), total, n_failed)
+    # closing(): an exception in the loop (Ctrl-C inside the progress callback) stops the pool now,
+    # not whenever the generator is collected.
+    with contextlib.closing(backend):  # type: ignore[type-var]  (the backends are generators)
+        for outcome in backend:
+            outcomes[outcome.run_id] = outcome
+            executed.append(outcome.run_id)
+            n_failed += outcome.status != "ok"
+            if progress is not None:
+                progress(len(outcomes), total, n_failed)
 
     table = results_table(plan, outcomes)
-    results_path = out_dir / RESULTS_FILE
-    tmp = results_path.with_name(results_path.name + ".tmp")
+    tmp = top.record(RESULTS_FILE + ".tmp")
+    results_path = top.record(RESULTS_FILE)
     pq.write_table(table, tmp)
     os.replace(tmp, results_path)
     failed = [r.run_id for r in plan.runs if outcomes[r.run_id].status != "ok"]

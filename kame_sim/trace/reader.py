@@ -1,4 +1,7 @@
-"""Reading traces back, including partial traces left by a crashed or killed run."""
+"""Reading traces back, including partial traces left by a crashed or killed run.
+
+Each trace is checked against the schema as it is read (:mod:`kame_sim.trace.validate`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import pyarrow as pa
 
 from kame_sim.errors import InputError
 from kame_sim.trace.schema import READABLE_VERSIONS, SCHEMA_VERSION, TRACE_FILENAME, trace_schema
+from kame_sim.trace.validate import check_columns, check_metadata, check_rows
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class TraceData:
 
     @property
     def scenario(self) -> dict[str, Any]:
-        """The resolved scenario the run used."""
+        """The resolved scenario the run used (checked to be a JSON object when it was read)."""
         return json.loads(self.metadata.get("kame_sim.scenario", "{}"))
 
 
@@ -52,6 +56,8 @@ def read_trace(path: Path) -> TraceData:
     file = trace_path(path)
     if not file.exists():
         raise InputError(file, None, "no trace here (expected a run directory, a .arrows or a .arrow file)")
+    if not file.is_file():
+        raise InputError(file, None, "not a file (expected a run directory, a .arrows or a .arrow file)")
     batches: list[pa.RecordBatch] = []
     truncated = False
     if _is_ipc_file(file):
@@ -78,15 +84,18 @@ def read_trace(path: Path) -> TraceData:
                 truncated = True
                 break
     raw = schema.metadata or {}
-    metadata = {k.decode(): v.decode() for k, v in raw.items()}
+    metadata = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
     version = metadata.get("kame_sim.schema_version")
     if version not in READABLE_VERSIONS:
         raise InputError(file, "kame_sim.schema_version", f"unsupported trace schema {version!r}")
+    check_columns(file, schema, version)
+    check_metadata(file, metadata)
     table = pa.Table.from_batches(batches, schema=schema)
     if version != SCHEMA_VERSION:
         table = _upgrade(table)
     events = table.column("event")
     complete = len(table) > 0 and events[len(table) - 1].as_py() == "run_end"
+    check_rows(file, table)
     return TraceData(file, table, metadata, complete, truncated)
 
 
