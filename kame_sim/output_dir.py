@@ -44,11 +44,15 @@ class OutputDir:
     leaves nothing, not an empty folder); :meth:`commit` ends its undo list.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, what: str = "output folder") -> None:
         self.root = Path(root)
         self.manifest = self.root / MANIFEST
-        if self.root.exists() and not self.root.is_dir():
-            raise InputError(self.root, None, "is a file, not a folder; choose another --out")
+        for folder in (self.root, *self.root.parents):  # the nearest existing one must be a folder
+            if folder.exists() or folder.is_symlink():
+                if not folder.is_dir():
+                    where = "is a file" if folder == self.root else f"cannot be created: {folder} is a file"
+                    raise InputError(self.root, what, f"{where}, not a folder; choose another --out")
+                break
         self.written: list[str] = self._read()
         self._ours = bool(self.written)  # the folder already held kame-sim output
         self._touched: list[str] = []

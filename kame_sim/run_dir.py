@@ -24,7 +24,7 @@ def check_run_dir(run_dir: Path, overwrite: bool, files: Sequence[str] = (TRACE_
     asked to, and refuse files of the same names that kame-sim did not write."""
     if (run_dir / TRACE_FILENAME).exists() and not overwrite:
         raise InputError(run_dir, None, "already holds a trace; pass --overwrite or choose --out")
-    out = OutputDir(run_dir)
+    out = OutputDir(run_dir, "run directory")
     out.check(files)
     return out
 

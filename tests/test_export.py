@@ -108,7 +108,8 @@ def test_a_crashed_run_leaves_the_stream_and_no_ipc_file(tmp_path: Path, monkeyp
     with pytest.raises(RuntimeError, match="boom"):
         run_scenario(load_scenario(DEMO_SCENARIO), tmp_path / "run")
     assert (tmp_path / "run" / TRACE_FILENAME).is_file()
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["scenario.resolved.json", TRACE_FILENAME]
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == ["kame-sim.manifest.json", "scenario.resolved.json", TRACE_FILENAME]
 
 
 def test_converting_a_torn_stream_fails_and_leaves_nothing(demo_run: Path, tmp_path: Path):

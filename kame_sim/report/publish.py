@@ -22,7 +22,8 @@ from kame_sim.output_dir import OutputDir
 def publish_report(out_dir: Path, build: Callable[[Path], Path]) -> Path:
     """Run ``build(staging_dir) -> index path`` in a fresh folder, then move its files into
     ``out_dir``; return the published index path."""
-    output = OutputDir(out_dir)  # an out_dir that is a file, or a broken manifest, fails here
+    # an out_dir that is a file, or a broken manifest, fails here
+    output = OutputDir(out_dir, "report directory")
     with tempfile.TemporaryDirectory(prefix="kame-sim-report-") as tmp:
         staging = Path(tmp) / "report"
         index = build(staging)

@@ -358,7 +358,7 @@ def report_for_sweep(
         raise InputError(results_file, None, f"no successful run to report on ({n_failed} failed{first})")
     wanted = list(metrics or report_spec.get("metrics") or KEY_METRICS)
     for m in wanted:
-        if m in table.column_names and not _is_numeric(table[m]):
+        if m in table.column_names and not (_is_numeric(table[m]) or pa.types.is_null(table[m].type)):
             message = f"metric column is {table.schema.field(m).type}, not numeric"
             raise InputError(results_file, m, message + " (not a kame-sim sweep results table)")
     present = [m for m in wanted if m in ok.column_names and pc.count(ok[m]).as_py() > 0]

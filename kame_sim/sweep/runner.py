@@ -477,7 +477,7 @@ def folders_by_id(runs_dir: Path) -> dict[str, Path]:
 def check_sweep_dir(out_dir: Path, runs: list[PlannedRun], existing: dict[str, Path]) -> OutputDir:
     """Before anything runs: refuse a sweep folder, or the folder of a run to be (re)done, where a
     file the sweep would write exists but was not written by kame-sim. Writes nothing."""
-    top = OutputDir(out_dir)
+    top = OutputDir(out_dir, "sweep directory")
     top.check(SWEEP_FILES)
     runs_dir = out_dir / RUNS_DIR
     if runs_dir.exists() and not runs_dir.is_dir():
@@ -509,7 +509,7 @@ def execute_plan(
         _require_ray()  # before anything is written
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(plan)
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, None, "is a file, not a folder; choose another --out")
+        raise InputError(out_dir, "sweep directory", "is a file, not a folder; choose another --out")
     runs_dir = out_dir.resolve() / RUNS_DIR  # absolute: Ray workers do not share our cwd
 
     outcomes: dict[str, RunOutcome] = {}
