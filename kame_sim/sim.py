@@ -87,6 +87,14 @@ def voice_activity(words: tuple[Word, ...], n_frames: int, frame_seconds: float)
     return active
 
 
+def session_frames(scenario: Scenario, conversation: Conversation) -> int:
+    """How many frames a session of ``conversation`` steps (``run.max_seconds`` cuts it short)."""
+    n_frames = conversation.n_frames(scenario.conversation.frame_samples)
+    if scenario.run.max_seconds is not None:
+        n_frames = min(n_frames, math.floor(scenario.run.max_seconds / scenario.frame_seconds + 1e-9))
+    return n_frames
+
+
 class Session:
     """One simulated KAME session writing its events to a trace."""
 
@@ -101,9 +109,7 @@ class Session:
         self.frame_s = sc.frame_seconds
         conv = parts.conversation
         self.user_words = conv.words_of(sc.conversation.user_speaker)
-        n_frames = conv.n_frames(sc.conversation.frame_samples)
-        if sc.run.max_seconds is not None:
-            n_frames = min(n_frames, math.floor(sc.run.max_seconds / self.frame_s + 1e-9))
+        n_frames = session_frames(sc, conv)
         self.n_frames = n_frames
         self.end_tick = frame_end_ticks(
             n_frames - 1, sc.conversation.frame_samples, sc.conversation.sample_rate
@@ -593,6 +599,7 @@ class Session:
     def begin(self) -> None:
         """Write ``run_start`` and start the processes; the front-end's session has started."""
         parts, env = self.parts, self.env
+        self.oracle.clear()
         self.trace.row("run_start", 0.0, detail=parts.frontend.name)
         env.process(self._user_words())
         if parts.oracle_replay is not None:
@@ -622,7 +629,6 @@ class Session:
     def run(self) -> None:
         """Run the session to its last frame; the trace gets run_start/run_end rows around it."""
         frontend = self.parts.frontend
-        self.oracle.clear()
         info = self.session_info()
         perf = time.perf_counter
         try:

@@ -61,3 +61,25 @@ class LoopedBatch:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+class ReplicaView:
+    """What replica ``index``'s session sees as its front-end: the batch's name, no stepping.
+
+    A lockstep session is stepped by the driver through the batch; this stands in
+    ``SessionParts.frontend`` so the session's trace names the front-end it ran.
+    """
+
+    def __init__(self, batch: BatchFrontend, index: int) -> None:
+        self.batch = batch
+        self.index = index
+        self.name = batch.name
+
+    def start_session(self, session: SessionInfo) -> None:
+        raise RuntimeError("a lockstep replica's front-end is started by its batch")
+
+    def step(self, step: int, oracle_token: int) -> tuple[int, str]:
+        raise RuntimeError("a lockstep replica's front-end is stepped by its batch")
+
+    def end_session(self) -> None:
+        raise RuntimeError("a lockstep replica's front-end is ended by its batch")
