@@ -89,7 +89,7 @@ def test_kame_greedy_replicas_equal_solo_runs_token_for_token(checkpoint: Path, 
 
 
 def test_kame_sampled_replicas_equal_solo_runs_on_a_short_run(checkpoint: Path, tmp_path: Path):
-    # sampled: a near-tie flips about once per 1000 replica-frames (docs/lockstep.md), so 3 s
+    # sampled: a near tie flips about once per 1400 replica-frames (docs/lockstep.md), so 3 s
     base = tiny(checkpoint, tmp_path / "codes", **{"run.max_seconds": 3.0})
     batched, solo = batch_vs_solo(replica_scenarios(base, 4), tmp_path)
     for i, (b, s) in enumerate(zip(batched, solo, strict=True)):
