@@ -121,6 +121,14 @@ def run(
     save_schedule: Annotated[
         Path | None, typer.Option(help="also write the delays the run realised as a schedule (JSON)")
     ] = None,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="run N lockstep replicas in one process (seeds seed..seed+N-1, one batched front-end "
+            "step per frame); with --out, replica directories go to OUT/seed<seed>",
+        ),
+    ] = 1,
 ) -> None:
     """Run one scenario and write its trace; ends with a summary table."""
     from kame_sim.metrics.summary import summarize
@@ -133,6 +141,9 @@ def run(
         if save_schedule is not None:
             check_schedule_target(save_schedule, "--save-schedule")
         sc = load_scenario(scenario, _overrides(conversation, conversation_id, seed, set_ or []))
+        if replicas > 1:
+            _run_replicas(sc, replicas, out, overwrite, quiet, audio_out, save_schedule)
+            return
         progress = Progress(
             TextColumn("[bold]simulating[/]"),
             BarColumn(),
@@ -160,6 +171,32 @@ def run(
             console.print(f"schedule: [bold]{save_schedule}[/] ({len(saved)} delays)")
         if audio_out is not None:
             console.print(f"audio: [bold]{audio_out}[/] (user left, front-end right)")
+
+
+def _run_replicas(
+    sc: Any,
+    replicas: int,
+    out: Path | None,
+    overwrite: bool,
+    quiet: bool,
+    audio_out: Path | None,
+    save_schedule: Path | None,
+) -> None:
+    """``kame-sim run --replicas N``: lockstep replicas (kame_sim/lockstep.py), one trace each."""
+    from kame_sim.lockstep import replica_scenarios, run_batch
+
+    for given, name in ((audio_out, "--audio-out"), (save_schedule, "--save-schedule")):
+        if given is not None:
+            raise InputError("<cli>", name, "works for one run; drop it or --replicas")
+    scenarios = replica_scenarios(sc, replicas)
+    dirs = [None if out is None else out / f"seed{s.run.seed}" for s in scenarios]
+    with _progress_bar(f"simulating {replicas} replicas", quiet) as progress:
+        task = progress.add_task("frames", total=None)
+        results = run_batch(
+            scenarios, dirs, overwrite, lambda done, total: progress.update(task, completed=done, total=total)
+        )
+    for s, result in zip(scenarios, results, strict=True):
+        console.print(f"seed {s.run.seed}: trace [bold]{result.trace_path}[/]")
 
 
 @trace_app.command("show")

@@ -87,6 +87,14 @@ def voice_activity(words: tuple[Word, ...], n_frames: int, frame_seconds: float)
     return active
 
 
+def session_frames(scenario: Scenario, conversation: Conversation) -> int:
+    """How many frames a session of ``conversation`` steps (``run.max_seconds`` cuts it short)."""
+    n_frames = conversation.n_frames(scenario.conversation.frame_samples)
+    if scenario.run.max_seconds is not None:
+        n_frames = min(n_frames, math.floor(scenario.run.max_seconds / scenario.frame_seconds + 1e-9))
+    return n_frames
+
+
 class Session:
     """One simulated KAME session writing its events to a trace."""
 
@@ -101,9 +109,7 @@ class Session:
         self.frame_s = sc.frame_seconds
         conv = parts.conversation
         self.user_words = conv.words_of(sc.conversation.user_speaker)
-        n_frames = conv.n_frames(sc.conversation.frame_samples)
-        if sc.run.max_seconds is not None:
-            n_frames = min(n_frames, math.floor(sc.run.max_seconds / self.frame_s + 1e-9))
+        n_frames = session_frames(sc, conv)
         self.n_frames = n_frames
         self.end_tick = frame_end_ticks(
             n_frames - 1, sc.conversation.frame_samples, sc.conversation.sample_rate
@@ -130,6 +136,14 @@ class Session:
         self._put_waiters: deque[tuple[int, simpy.Event]] = deque()
         self._woken: set[int] = set()
         self._active_generation = 0  # the audio loop's generation (multiplexer)
+        # the frame chain (see _frame_ready): next frame, its ready tick, its drained step waiting
+        # for the front-end's output, the event fired after the last frame
+        self._k = 0
+        self._ready = 0
+        self._pending: tuple[int, int | None, int, bool] | None = None
+        self._done = self.env.event()
+        self._budget = sc.run.time_coupling == "budget"
+        self._padding = sc.oracle.padding_id
         if isinstance(sc.policy, MultiplexerPolicySettings):
             p = sc.policy
             self.mux = StreamMultiplexerPolicy(
@@ -472,53 +486,96 @@ class Session:
         )
         return result.n_skipped
 
-    def _frame_loop(self) -> SimProcess:
-        env, row = self.env, self.trace.row
-        oracle, queue = self.oracle, self.queue
-        step_frontend = self.parts.frontend.step
-        add_piece = self.log.add_piece
+    # The frame loop is a chain of SimPy timeouts whose callbacks the driver steps: ``next_frame``
+    # runs the environment up to frame k's ready tick (every event before it, and the ones at that
+    # tick that SimPy orders first), drains the oracle queue and stops the environment there, at
+    # once (StopSimulation from the frame's callback); the driver steps the front-end (alone, or
+    # batched with other replicas: kame_sim/lockstep.py); ``finish_frame`` writes the frame's rows,
+    # feeds the words back and schedules frame k + 1, before any other event of this tick runs.
+    # Event for event this is the generator frame loop it replaced: the same events are scheduled
+    # in the same order, so ties at one simulated instant resolve as before.
+
+    def _frame_start(self) -> SimProcess:
+        """Schedule frame 0 from a process started last, exactly where the frame loop used to start."""
+        self._wait_frame(0)
+        return
+        yield  # a generator: SimPy runs its body at the process's initialisation
+
+    def _wait_frame(self, k: int, in_callback: bool = True) -> None:
+        env = self.env
+        if k >= self.n_frames:
+            self._done.succeed()  # where the frame loop process used to end
+            return
         cs = self.scenario.conversation
-        frame_samples, sample_rate = cs.frame_samples, cs.sample_rate
-        budget = self.scenario.run.time_coupling == "budget"
-        padding = self.scenario.oracle.padding_id
-        drain_max = self.drain_max
-        progress, report_every = self.progress, 250
-        perf = time.perf_counter
-        for k in range(self.n_frames):
-            ready = frame_end_ticks(k, frame_samples, sample_rate)
-            if env.now < ready:
-                yield env.timeout(ready - env.now)
-            now = env.now
-            now_s = now / TICKS_PER_SECOND
-            late = now > ready
-            if late:
-                self.late_frames += 1
-            skipped = 0
-            if len(queue):
-                for item in queue.drain(drain_max):
-                    skipped += self._apply(item, k, now_s)
-                if self._put_waiters:
-                    self._wake_putters()
-            token, index = oracle.token_at(k)
-            t0 = perf()
-            out_token, piece = step_frontend(k, token)
-            cost = perf() - t0
-            row(
-                "frame",
-                now_s,
-                frame=k,
-                t_ref=ready / TICKS_PER_SECOND,
-                detail="late" if late else None,
-                step_wall_s=cost,
-            )
-            row("oracle_token_fed", now_s, frame=k, token_id=token, oracle_index=index, n_skipped=skipped)
-            row("frontend_token", now_s, frame=k, token_id=out_token, text=piece or None)
-            if out_token != padding and piece:
-                add_piece(piece)
-            if progress is not None and k % report_every == 0:
-                progress(k, self.n_frames)
-            if budget and cost > 0:
-                yield env.timeout(to_ticks(cost))
+        ready = frame_end_ticks(k, cs.frame_samples, cs.sample_rate)
+        self._ready = ready
+        if env.now < ready:
+            env.timeout(ready - env.now).callbacks.append(self._on_frame_ready)
+        elif in_callback:
+            self._on_frame_ready(None)
+        else:
+            self._drain_frame()  # late (budget): the frame runs at once, as the loop used to
+
+    def _on_frame_ready(self, _event: simpy.Event | None) -> None:
+        self._drain_frame()
+        raise simpy.core.StopSimulation(None)  # back to the driver, before any other event
+
+    def _drain_frame(self) -> None:
+        """Frame ``k``'s audio is complete: drain the oracle queue and pick the token to feed."""
+        k, now, ready = self._k, self.env.now, self._ready
+        now_s = now / TICKS_PER_SECOND
+        late = now > ready
+        if late:
+            self.late_frames += 1
+        skipped = 0
+        queue = self.queue
+        if len(queue):
+            for item in queue.drain(self.drain_max):
+                skipped += self._apply(item, k, now_s)
+            if self._put_waiters:
+                self._wake_putters()
+        token, index = self.oracle.token_at(k)
+        self._pending = (token, index, skipped, late)
+
+    def next_frame(self) -> int:
+        """Run the environment up to the next frame's step; returns the oracle token it feeds."""
+        if self._pending is None:
+            self.env.run()
+        assert self._pending is not None, "no frame pending: the session's frames are all done"
+        return self._pending[0]
+
+    @property
+    def frame(self) -> int:
+        """The index of the next frame (the one ``next_frame`` / ``finish_frame`` are about)."""
+        return self._k
+
+    def finish_frame(self, out_token: int, piece: str, cost: float) -> None:
+        """Frame ``k``'s front-end output (``cost``: wall seconds of its step, batched or not)."""
+        assert self._pending is not None, "next_frame first"
+        token, index, skipped, late = self._pending
+        self._pending = None
+        k, row = self._k, self.trace.row
+        now_s = self.env.now / TICKS_PER_SECOND
+        row(
+            "frame",
+            now_s,
+            frame=k,
+            t_ref=self._ready / TICKS_PER_SECOND,
+            detail="late" if late else None,
+            step_wall_s=cost,
+        )
+        row("oracle_token_fed", now_s, frame=k, token_id=token, oracle_index=index, n_skipped=skipped)
+        row("frontend_token", now_s, frame=k, token_id=out_token, text=piece or None)
+        if out_token != self._padding and piece:
+            self.log.add_piece(piece)
+        if self.progress is not None and k % 250 == 0:
+            self.progress(k, self.n_frames)
+        self._k = k + 1
+        if self._budget and cost > 0:
+            # a step that took longer than its frame delays the following frames (budget coupling)
+            self.env.timeout(to_ticks(cost)).callbacks.append(lambda _: self._wait_frame(k + 1))
+        else:
+            self._wait_frame(k + 1, in_callback=False)
 
     # -- driver ----------------------------------------------------------------------------------
 
@@ -526,41 +583,67 @@ class Session:
         """KAME's multiplexer sends a one-token request before the session's first stream."""
         self.trace.row("llm_warmup", self._now_s(), detail=warm_up(self.parts.llm))
 
-    def run(self) -> None:
-        """Run the session to its last frame; the trace gets run_start/run_end rows around it."""
-        parts, env = self.parts, self.env
-        self.oracle.clear()
-        session = SessionInfo(
+    def session_info(self) -> SessionInfo:
+        """What the front-end is told about this session (``Frontend.start_session``)."""
+        parts, cs = self.parts, self.scenario.conversation
+        return SessionInfo(
             conversation=parts.conversation,
-            user_channel=parts.conversation.channel_of(self.scenario.conversation.user_speaker),
-            frontend_channel=parts.conversation.channel_of(self.scenario.conversation.frontend_speaker),
-            user_speaker=self.scenario.conversation.user_speaker,
+            user_channel=parts.conversation.channel_of(cs.user_speaker),
+            frontend_channel=parts.conversation.channel_of(cs.frontend_speaker),
+            user_speaker=cs.user_speaker,
             n_frames=self.n_frames,
             frame_seconds=self.frame_s,
             user_voice_activity=voice_activity(self.user_words, self.n_frames, self.frame_s),
         )
-        try:
-            parts.frontend.start_session(session)
-            self.trace.row("run_start", 0.0, detail=parts.frontend.name)
-            env.process(self._user_words())
-            if parts.oracle_replay is not None:
-                env.process(
-                    oracle_replay_process(env, parts.oracle_replay, self._replay_put, self.end_tick, to_ticks)
-                )
+
+    def begin(self) -> None:
+        """Write ``run_start`` and start the processes; the front-end's session has started."""
+        parts, env = self.parts, self.env
+        self.oracle.clear()
+        self.trace.row("run_start", 0.0, detail=parts.frontend.name)
+        env.process(self._user_words())
+        if parts.oracle_replay is not None:
+            env.process(
+                oracle_replay_process(env, parts.oracle_replay, self._replay_put, self.end_tick, to_ticks)
+            )
+        else:
+            if self.multiplexed and isinstance(self.policy_settings, MultiplexerPolicySettings):
+                if self.policy_settings.warmup:
+                    self._warmup()
             else:
-                if self.multiplexed and isinstance(self.policy_settings, MultiplexerPolicySettings):
-                    if self.policy_settings.warmup:
-                        self._warmup()
-                else:
-                    env.process(self._poll_loop())
-                env.process(self._stt())
-            env.run(until=env.process(self._frame_loop()))
-            self._end_streams()
-        finally:
-            parts.frontend.end_session()
+                env.process(self._poll_loop())
+            env.process(self._stt())
+        env.process(self._frame_start())
+
+    def end(self) -> None:
+        """After the last frame: run this instant's remaining events, cancel the live streams."""
+        assert self._k == self.n_frames and self._pending is None, "frames left to step"
+        self.env.run(until=self._done)
+        self._end_streams()
+
+    def write_run_end(self) -> None:
         if self.progress is not None:
             self.progress(self.n_frames, self.n_frames)
         self.trace.row("run_end", self._now_s(), frame=self.n_frames, detail="ok")
+
+    def run(self) -> None:
+        """Run the session to its last frame; the trace gets run_start/run_end rows around it."""
+        frontend = self.parts.frontend
+        info = self.session_info()
+        perf = time.perf_counter
+        try:
+            frontend.start_session(info)
+            self.begin()
+            step = frontend.step
+            for k in range(self.n_frames):
+                token = self.next_frame()
+                t0 = perf()
+                out_token, piece = step(k, token)
+                self.finish_frame(out_token, piece, perf() - t0)
+            self.end()
+        finally:
+            frontend.end_session()
+        self.write_run_end()
 
     def _end_streams(self) -> None:
         """The session ends: every stream still live is cancelled (KAME's stop())."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +71,98 @@ def load_kame(settings: KameSettings) -> LoadedKame:
     return LoadedKame(ckpt, lm, mimi, tokenizer, device, dtype, fingerprint)
 
 
+class KameBatchFrontend:
+    """Steps the oracle-capable LM once per frame for B replicas: one batched step, B oracle tokens.
+
+    Replica ``i`` samples from its own ``torch.Generator`` seeded with ``sampling_seeds[i]`` (the
+    seed a run alone gets), so its tokens are the same run batched or not (docs/lockstep.md says
+    how exactly, measured). Each replica plays its own session's user codes.
+    """
+
+    name = "kame"
+
+    def __init__(self, settings: KameSettings, loaded: LoadedKame, sampling_seeds: Sequence[int]) -> None:
+        if not sampling_seeds:
+            raise ValueError("a batch needs at least one replica")
+        self.settings = settings
+        self.loaded = loaded
+        self.sampling_seeds = [int(s) for s in sampling_seeds]
+        self.batch_size = len(self.sampling_seeds)
+        self.padding_id = loaded.lm.existing_text_padding_id
+        self.codes_cache = UserCodesCache(settings.codes_cache.expanduser())
+        self._stack = contextlib.ExitStack()
+        self._codes: torch.Tensor | None = None
+        self.last_out: torch.Tensor | None = None  # the last step's [B, 1 + dep_q, 1] output
+
+    def start_sessions(self, sessions: Sequence[SessionInfo]) -> None:
+        self.end_sessions()
+        if len(sessions) != self.batch_size:
+            raise ValueError(f"{len(sessions)} sessions for a batch of {self.batch_size}")
+        n_frames = {s.n_frames for s in sessions}
+        if len(n_frames) != 1:
+            raise ValueError(f"lockstep replicas must have the same number of frames, got {sorted(n_frames)}")
+        n = n_frames.pop()
+        loaded = self.loaded
+        per_source: dict[tuple[int, int], torch.Tensor] = {}
+        rows = []
+        for session in sessions:
+            key = (id(session.conversation), session.user_channel)
+            if key not in per_source:
+                codes = self.codes_cache.get_or_encode(
+                    session.conversation,
+                    session.user_channel,
+                    loaded.mimi,
+                    loaded.mimi_fingerprint,
+                    loaded.device,
+                )
+                if codes.shape[1] < n:
+                    raise ValueError(f"{codes.shape[1]} frames of user codes for {n} frames")
+                per_source[key] = torch.from_numpy(codes[:, :n].astype(np.int64))
+            rows.append(per_source[key])
+        self._codes = torch.stack(rows).to(loaded.device)  # [B, K, n_frames]
+        s = self.settings
+        device = loaded.device
+        generators = [torch.Generator(device=device).manual_seed(seed) for seed in self.sampling_seeds]
+        self._gen = OracleLMGen(
+            loaded.lm,
+            batch_size=self.batch_size,
+            use_sampling=s.use_sampling,
+            temp=s.temp,
+            temp_text=s.temp_text,
+            top_k=s.top_k,
+            top_k_text=s.top_k_text,
+            generators=generators,
+        )
+        self._stack.enter_context(self._gen.streaming())
+
+    def step_raw(self, step: int, oracle_tokens: Sequence[int]) -> torch.Tensor | None:
+        """One batched LM step; the raw output (None at step 0, moshi's one-frame delay)."""
+        assert self._codes is not None, "start_sessions first"
+        self.last_out = self._gen.step(self._codes[:, :, step : step + 1], oracle_tokens)
+        return self.last_out
+
+    def step_batch(self, step: int, oracle_tokens: Sequence[int]) -> list[tuple[int, str]]:
+        out = self.step_raw(step, oracle_tokens)
+        if out is None:
+            return [(self.padding_id, "")] * self.batch_size
+        piece = self.loaded.tokenizer.piece
+        return [
+            (t, "" if t in _SILENT_TEXT_IDS or t < 0 else piece(t)) for t in out[:, 0, 0].tolist()
+        ]
+
+    def end_sessions(self) -> None:
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        self._codes = None
+
+
 class KameFrontend:
-    """Steps the oracle-capable LM once per simulated frame."""
+    """Steps the oracle-capable LM once per simulated frame: a :class:`KameBatchFrontend` of one.
+
+    Sampling draws from a ``torch.Generator`` seeded with ``sampling_seed``, never from torch's
+    global RNG; the tokens are the ones the global RNG seeded the same way gave (moshi's noise for
+    B = 1 has the same shape), so traces of earlier versions are reproduced.
+    """
 
     name = "kame"
 
@@ -87,42 +178,21 @@ class KameFrontend:
         self.sampling_seed = sampling_seed
         self.audio_out = audio_out
         self.padding_id = loaded.lm.existing_text_padding_id
-        self.codes_cache = UserCodesCache(settings.codes_cache.expanduser())
-        self._stack = contextlib.ExitStack()
-        self._codes: torch.Tensor | None = None
+        self._batch = KameBatchFrontend(settings, loaded, [sampling_seed])
+        self.codes_cache = self._batch.codes_cache
         self._decoder: FrontendAudioDecoder | None = None
         self._session: SessionInfo | None = None
 
     def start_session(self, session: SessionInfo) -> None:
         self.end_session()
-        loaded = self.loaded
-        codes = self.codes_cache.get_or_encode(
-            session.conversation, session.user_channel, loaded.mimi, loaded.mimi_fingerprint, loaded.device
-        )
-        if codes.shape[1] < session.n_frames:
-            raise ValueError(f"{codes.shape[1]} frames of user codes for {session.n_frames} frames")
-        self._codes = torch.from_numpy(codes.astype(np.int64)).to(loaded.device)
-        s = self.settings
-        self._gen = OracleLMGen(
-            loaded.lm,
-            batch_size=1,
-            use_sampling=s.use_sampling,
-            temp=s.temp,
-            temp_text=s.temp_text,
-            top_k=s.top_k,
-            top_k_text=s.top_k_text,
-        )
-        self._stack.enter_context(self._gen.streaming())
+        self._batch.start_sessions([session])
         if self.audio_out is not None:
-            self._decoder = FrontendAudioDecoder(loaded.mimi, loaded.device)
-            self._stack.enter_context(self._decoder)
+            self._decoder = FrontendAudioDecoder(self.loaded.mimi, self.loaded.device)
+            self._decoder.__enter__()
         self._session = session
-        # moshi samples from torch's global RNG; seed it here and let nothing else draw from it.
-        torch.manual_seed(self.sampling_seed)
 
     def step(self, step: int, oracle_token: int) -> tuple[int, str]:
-        assert self._codes is not None, "start_session first"
-        out = self._gen.step(self._codes[None, :, step : step + 1], [oracle_token])
+        out = self._batch.step_raw(step, [oracle_token])
         if out is None:
             if self._decoder is not None:
                 self._decoder.push(None)
@@ -137,9 +207,12 @@ class KameFrontend:
     def end_session(self) -> None:
         """Close the streaming state; write the stereo wav when ``--audio-out`` was asked for."""
         decoder, session = self._decoder, self._session
-        self._stack.close()
-        self._stack = contextlib.ExitStack()
         self._decoder, self._session = None, None
+        try:
+            if decoder is not None:
+                decoder.__exit__(None, None, None)
+        finally:
+            self._batch.end_sessions()
         if decoder is not None and session is not None and self.audio_out is not None:
             user = session.conversation.audio[session.user_channel]
             write_conversation_wav(self.audio_out, user, decoder.pcm(), frontend_offset_samples=1920)

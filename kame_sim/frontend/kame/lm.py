@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import moshi.models.lm as moshi_lm
 import torch
 from moshi.models.lm import LMGen, LMModel, LMOutput
 from moshi.models.lm_utils import ScaledEmbedding, _init_layer
@@ -164,16 +165,77 @@ def upgrade_legacy_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str,
     return upgraded, True
 
 
+_moshi_sample_token = moshi_lm.sample_token
+
+
+def per_replica_sampler(generators: Sequence[torch.Generator]) -> Callable[..., torch.Tensor]:
+    """moshi's ``sample_token``, drawing replica ``b``'s noise from ``generators[b]``.
+
+    moshi samples top-k by the exponential race (``probs / Exp(1)``, argmax) with noise drawn from
+    torch's global RNG for the whole batch at once, so replica ``b``'s draws depend on the batch
+    size and on the replicas before it. Here each replica's noise, of the shape it would have alone
+    (``[1, k]`` per sample), comes from its own generator, and the rest is moshi's arithmetic on the
+    whole batch (row-wise, so a row does not depend on its neighbours). With B = 1 and a generator
+    seeded like the global RNG, the tokens are exactly moshi's. Greedy decoding draws nothing.
+    """
+    gens = list(generators)
+
+    def sample_token(
+        logits: torch.Tensor,
+        use_sampling: bool = False,
+        temp: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.0,
+    ) -> torch.Tensor:
+        if not use_sampling or temp <= 0.0:
+            return _moshi_sample_token(logits, use_sampling, temp, top_k, top_p)
+        if top_p > 0.0:
+            raise NotImplementedError("per-replica sampling supports top-k only (LMGen uses no top-p)")
+        B = logits.shape[0]
+        if len(gens) != B:
+            raise ValueError(f"{len(gens)} generators for a batch of {B}")
+        probs = torch.softmax(logits / temp, dim=-1)
+        indices = None
+        if top_k > 0:
+            probs, indices = torch.topk(probs, min(top_k, probs.shape[-1]), dim=-1)
+        rows = probs.reshape(B, -1, probs.shape[-1])
+        noise = torch.stack(
+            [torch.empty_like(rows[b]).exponential_(1, generator=g) for b, g in enumerate(gens)]
+        )
+        choice = (rows / noise).argmax(dim=-1, keepdim=True).reshape(*probs.shape[:-1], 1)
+        token = choice if indices is None else indices.gather(-1, choice)
+        return token[..., 0]
+
+    return sample_token
+
+
+@contextlib.contextmanager
+def _sampling_with(sampler: Callable[..., torch.Tensor] | None) -> Iterator[None]:
+    """Swap moshi's module-level ``sample_token`` (what ``LMGen`` calls) for ``sampler``, for one step."""
+    if sampler is None:
+        yield
+        return
+    moshi_lm.sample_token = sampler  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        moshi_lm.sample_token = _moshi_sample_token  # type: ignore[assignment]
+
+
 class OracleLMGen:
     """moshi's ``LMGen`` for ``batch_size`` replicas, with one oracle token per replica per step.
 
     Sampling is moshi's and draws from torch's *global* RNG (``torch.manual_seed`` makes a run
-    reproducible); this class draws nothing itself. The oracle ids go through a persistent
-    [B, 1] long buffer (same storage for the whole session) whose embedding is handed to
-    ``LMGen`` as ``condition_sum`` before every step, from the first step on: a CUDA graph is
-    captured with the argument kinds and shapes of its first calls, so a ``condition_sum`` that
-    starts as None and later becomes a tensor breaks it (toolchain-facts.md; not re-checked here,
-    no GPU was available).
+    reproducible, as KAME's server does), unless ``generators`` gives one ``torch.Generator`` per
+    replica: then replica ``b`` samples from ``generators[b]`` only (:func:`per_replica_sampler`),
+    so its tokens do not depend on the batch size or the other replicas (up to the float
+    differences of batched matrix products, docs/lockstep.md), and the global RNG is not touched.
+    On CUDA the depformer (whose sampling moshi captures in a CUDA graph) then runs ungraphed.
+    The oracle ids go through a persistent [B, 1] long buffer (same storage for the whole session)
+    whose embedding is handed to ``LMGen`` as ``condition_sum`` before every step, from the first
+    step on: a CUDA graph is captured with the argument kinds and shapes of its first calls, so a
+    ``condition_sum`` that starts as None and later becomes a tensor breaks it (toolchain-facts.md;
+    not re-checked here, no GPU was available).
     """
 
     def __init__(
@@ -186,6 +248,7 @@ class OracleLMGen:
         top_k: int = 250,
         top_k_text: int = 25,
         on_text_logits_hook: Callable[[torch.Tensor], None] | None = None,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> None:
         if not isinstance(lm, OracleLMModel):
             raise TypeError(f"OracleLMGen needs an OracleLMModel, got {type(lm).__name__}")
@@ -193,8 +256,11 @@ class OracleLMGen:
             raise ValueError("batch_size must be >= 1")
         if lm.context is None:
             raise ValueError("streaming needs the LM's `context` (KV-cache size) to be set")
+        if generators is not None and len(generators) != batch_size:
+            raise ValueError(f"{len(generators)} generators for batch_size {batch_size}")
         self.lm = lm
         self.batch_size = batch_size
+        self._sampler = None if generators is None else per_replica_sampler(generators)
         self.lm_gen = LMGen(
             lm,
             use_sampling=use_sampling,
@@ -212,6 +278,14 @@ class OracleLMGen:
     def streaming(self) -> Iterator[OracleLMGen]:
         """A streaming session (KV caches allocated for ``batch_size``); closed on exit."""
         with self.lm_gen.streaming(self.batch_size):
+            state = self.lm_gen._streaming_state
+            graphed = state is not None and state.graphed_depth is not None
+            if self._sampler is not None and graphed and self.lm.device.type == "cuda":
+                from moshi.utils.compile import CUDAGraphed
+
+                # a graph would bake the per-replica generators' draws in; run it eagerly
+                assert state is not None
+                state.graphed_depth = CUDAGraphed(self.lm_gen.depformer_step, disable=True)
             yield self
 
     @property
@@ -251,7 +325,8 @@ class OracleLMGen:
             raise RuntimeError("call step() inside `with gen.streaming():`")
         self._oracle_ids.copy_(self._oracle_tensor(oracle_tokens), non_blocking=True)
         state.condition_sum = self.lm.oracle_emb(self._oracle_ids)
-        return self.lm_gen.step(user_codes)
+        with _sampling_with(self._sampler):
+            return self.lm_gen.step(user_codes)
 
 
 class ReplicaOracles:
