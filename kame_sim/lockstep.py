@@ -39,9 +39,11 @@ from kame_sim.errors import InputError
 from kame_sim.frontend.batch import BatchFrontend, LoopedBatch, ReplicaView
 from kame_sim.frontend.protocol import Frontend
 from kame_sim.replay.oracle_replay import load_oracle_schedule
-from kame_sim.run_dir import prepare_run_dir
+from kame_sim.run_dir import RESOLVED_SCENARIO, check_run_dir, prepare_run_dir
 from kame_sim.runner import (
+    RUN_FILES,
     RunResult,
+    StartHook,
     build_frontend,
     build_llm,
     build_stt_events,
@@ -183,8 +185,14 @@ def run_batch(
             f"lockstep replicas must step the same number of frames, got "
             f"{sorted(frames)} (same conversation and run.max_seconds)",
         )
+    out = [d or default_run_dir(sc, conv.id) for d, sc, conv in zip(dirs, scenarios, convs, strict=True)]
+    if len({d.resolve() for d in out}) != n:
+        raise InputError("<cli>", "--out", "two replicas would share a run directory")
+    for d in out:
+        check_run_dir(d, overwrite, RUN_FILES)  # every folder checked before anything is written
     schedules = [scenario_schedule(sc) for sc in scenarios]
     batch, tokenizers = build_batch_frontend(scenarios)
+    on_start: list[StartHook] = []  # cassette writes, run once every check has passed
     parts = []
     for i, (sc, conv, schedule) in enumerate(zip(scenarios, convs, schedules, strict=True)):
         replay = load_oracle_schedule(sc.replay.oracle_from) if sc.replay.oracle_from is not None else None
@@ -194,22 +202,21 @@ def run_batch(
                 conversation=conv,
                 tokenizer=tokenizers[i],
                 frontend=ReplicaView(batch, i),
-                llm=build_llm(sc, conv, schedule=schedule),
-                stt_events=build_stt_events(sc, conv, schedule),
+                llm=build_llm(sc, conv, schedule=schedule, on_start=on_start),
+                stt_events=build_stt_events(sc, conv, schedule, on_start),
                 oracle_replay=replay,
             )
         )
-    out = [d or default_run_dir(sc, conv.id) for d, sc, conv in zip(dirs, scenarios, convs, strict=True)]
-    if len({d.resolve() for d in out}) != n:
-        raise InputError("<cli>", "--out", "two replicas would share a run directory")
-    for d in out:
-        if (d / TRACE_FILENAME).exists() and not overwrite:
-            raise InputError(d, None, "already holds a trace; pass --overwrite or choose --out")
     for d, sc in zip(out, scenarios, strict=True):
-        prepare_run_dir(d, overwrite)
-        (d / "scenario.resolved.json").write_text(
+        folder = prepare_run_dir(d, overwrite, RUN_FILES)
+        folder.record(RESOLVED_SCENARIO).write_text(
             json.dumps(json.loads(sc.resolved_json()), indent=2) + "\n", encoding="utf-8"
         )
+        for name in RUN_FILES:
+            folder.record(name)
+        folder.commit()
+    for hook in on_start:
+        hook()
     numerics = BATCH_NUMERICS[scenarios[0].frontend.kind]
     with contextlib.ExitStack() as stack:
         sessions = []
