@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -35,7 +36,7 @@ from kame_sim.conversation import Conversation
 from kame_sim.errors import InputError
 from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
 from kame_sim.paths import make_output_dir
-from kame_sim.runner import load_run_conversation, run_scenario
+from kame_sim.runner import run_scenario
 from kame_sim.sweep.spec import PlannedRun, SweepPlan, load_sweep
 from kame_sim.trace import TraceData, read_trace
 
@@ -151,7 +152,7 @@ def execute_run(task: RunTask) -> RunOutcome:
         trace = read_trace(result.run_dir)
         if not trace.complete:
             raise RuntimeError("the run ended without a complete trace")
-        row = metrics_row(trace, load_run_conversation(scenario))
+        row = metrics_row(trace, result.conversation)  # the run's own: no second load
         wall = time.perf_counter() - started
         _write_json_atomic(
             run_dir / METRICS_FILE,
@@ -214,6 +215,23 @@ def _failed(task: RunTask, message: str) -> RunOutcome:
     return RunOutcome(task.run_id, "failed", message, task.conversation_id)
 
 
+def _init_worker(torch_threads: int, uses_torch: bool) -> None:
+    """Pool worker set-up: ``torch_threads`` intra-op threads, so N workers share the cores
+    instead of each starting one thread per core. torch is imported only for a sweep that uses
+    the real front-end (a behavioural sweep never imports it)."""
+    if uses_torch or "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+
+
+def _worker_initargs(tasks: list[RunTask], workers: int) -> tuple[int, bool]:
+    """``(cores // workers, whether any run uses the real front-end)`` for :func:`_init_worker`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    uses_torch = any((t.scenario.get("frontend") or {}).get("kind") == "kame" for t in tasks)
+    return max(1, cores // workers), uses_torch
+
+
 def _in_process(tasks: list[RunTask]) -> Iterator[RunOutcome]:
     for task in tasks:
         yield execute_run(task)
@@ -231,6 +249,7 @@ def _process_pool(
     every run not started yet) go on. One broken design point never costs the other hundreds.
     """
     context = multiprocessing.get_context("spawn")
+    initargs = _worker_initargs(tasks, workers)
     queue: deque[RunTask] = deque(tasks)
     suspects: deque[RunTask] = deque()
     while queue or suspects:
@@ -240,7 +259,9 @@ def _process_pool(
         in_flight: dict[Future[RunOutcome], RunTask] = {}
         victims: list[RunTask] = []
         broken: BaseException | None = None
-        pool = ProcessPoolExecutor(max_workers=limit, mp_context=context)
+        pool = ProcessPoolExecutor(
+            max_workers=limit, mp_context=context, initializer=_init_worker, initargs=initargs
+        )
         try:
             while source and len(in_flight) < limit:
                 task = source.popleft()
