@@ -5,7 +5,8 @@
 For each of the three shared conversations, with ``scenarios/spokenwoz.toml``'s settings and the
 behavioural front-end, it times separately (``time.perf_counter``, best and median of N repeats):
 
-* ``load``  ``load_run_conversation``: read, validate and resample the recording;
+* ``load``  ``load_run_conversation``: read, hash and validate the files (the wav's header only:
+            the behavioural front-end never reads the samples, so they are never decoded);
 * ``prep``  ``build_session_parts``: tokenizer, front-end, content source, STT and delay draws;
 * ``sim``   the simulation itself: trace metadata, ``TraceWriter`` on a temporary file,
             ``Session(...).run()`` and ``close()`` (the flush of the last batch included).

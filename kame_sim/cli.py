@@ -1,4 +1,10 @@
-"""The ``kame-sim`` command line: parse, call, print. No simulation logic lives here."""
+"""The ``kame-sim`` command line: parse, call, print. No simulation logic lives here.
+
+Each command imports what it needs inside its function: ``kame-sim --help`` (and shell completion)
+should not pay for the settings models (pydantic, the delay models), the trace schema (pyarrow) or
+the simulator. A quick start-up is the one accepted reason for a function-level import in this
+code base (tests/test_imports.py checks that `kame-sim --help` loads none of them).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kame_sim.config import load_scenario, parse_override
 from kame_sim.errors import InputError
 
 app = typer.Typer(
@@ -85,6 +90,8 @@ def _user_errors() -> Iterator[None]:
 def _overrides(
     conversation: Path | None, conversation_id: str | None, seed: int | None, sets: list[str]
 ) -> dict[str, Any]:
+    from kame_sim.config import parse_override
+
     values: dict[str, Any] = dict(parse_override(s) for s in sets)
     if conversation is not None:
         if not conversation.exists():
@@ -131,6 +138,7 @@ def run(
     ] = 1,
 ) -> None:
     """Run one scenario and write its trace; ends with a summary table."""
+    from kame_sim.config import load_scenario
     from kame_sim.metrics.summary import summarize
     from kame_sim.report_text import render_summary
     from kame_sim.runner import run_scenario
@@ -294,6 +302,8 @@ _SWEEP_SET_HELP = (
 
 
 def _sets(sets: list[str] | None) -> dict[str, Any]:
+    from kame_sim.config import parse_override
+
     return dict(parse_override(s) for s in sets or [])
 
 
@@ -539,12 +549,15 @@ def import_kame_logs_command(
 
 @app.command()
 def validate(scenario: Annotated[Path, typer.Argument(help="scenario TOML file")]) -> None:
-    """Check a scenario and its conversation without running it (no recogniser, no request)."""
+    """Check a scenario and its conversation (every sample too) without running it (no recogniser,
+    no request, nothing written)."""
+    from kame_sim.config import load_scenario
     from kame_sim.runner import check_inputs, load_run_conversation
 
     with _user_errors():
         sc = load_scenario(scenario)
         conv = load_run_conversation(sc)
+        conv.load_audio()  # a behavioural run never decodes the audio; a check reads every sample
         check_inputs(sc, conv)
     console.print(f"ok: {scenario} ({conv.id}, {conv.duration_s:.1f} s, {len(conv.words)} words)")
 

@@ -44,11 +44,12 @@ StartHook = Callable[[], None]
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where the run went."""
+    """Where the run went, and the conversation it loaded (a sweep's metrics reuse it)."""
 
     run_dir: Path
     trace_path: Path
     conversation_id: str
+    conversation: Conversation | None = None
 
 
 def load_run_conversation(scenario: Scenario) -> Conversation:
@@ -217,6 +218,13 @@ def build_stt_events(
     )
 
 
+def needs_audio(scenario: Scenario) -> bool:
+    """Whether a run reads the conversation's samples: the real front-end (Mimi encodes the user
+    channel, ``--audio-out`` mixes it) or the whisper STT. Everything else works from the
+    transcript's word times."""
+    return not isinstance(scenario.frontend, BehaviouralSettings) or scenario.stt.kind == "whisper"
+
+
 def build_session_parts(
     scenario: Scenario,
     conversation: Conversation,
@@ -231,9 +239,14 @@ def build_session_parts(
     record mode) is added to it as a hook, for :func:`run_scenario` to call once every check has
     passed. ``kame-sim validate`` passes a list and drops it. Without ``on_start`` cassettes write
     as they go.
+    A scenario that reads the audio has it decoded here first, so bad samples
+    (NaN, infinity) fail before the model loads and before anything is written; a behavioural
+    run with simulated STT never decodes it (:func:`needs_audio`).
     """
     if schedule is None:
         schedule = scenario_schedule(scenario)
+    if needs_audio(scenario):
+        conversation.load_audio()
     frontend, tokenizer = build_frontend(scenario, audio_out)
     stt_events = build_stt_events(scenario, conversation, schedule, on_start)
     llm = build_llm(scenario, conversation, schedule=schedule, on_start=on_start)
@@ -386,4 +399,4 @@ def run_scenario(
     with trace:
         Session(parts, trace, progress).run()
     write_ipc_file(trace_file)
-    return RunResult(run_dir, trace_file, conversation.id)
+    return RunResult(run_dir, trace_file, conversation.id, conversation)

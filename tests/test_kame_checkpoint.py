@@ -309,3 +309,35 @@ def test_default_dtype() -> None:
     with pytest.raises(InputError) as err:
         default_dtype(CPU, "float64")
     assert err.value.field == "dtype"
+
+
+# ---------------------------------------------------------------- Mimi built on the meta device
+
+
+def test_mimi_is_built_without_weights_then_assigned_as_moshi_loads_it(tiny_dir: Path) -> None:
+    from moshi.models.loaders import get_mimi
+
+    ckpt = read_checkpoint(tiny_dir)
+    ours = load_mimi(ckpt, CPU)
+    moshis = get_mimi(ckpt.mimi_weights, ckpt.mimi_config, device=CPU, num_codebooks=ckpt.num_mimi_codebooks)
+    tensors = [*ours.parameters(), *ours.buffers()]
+    assert not any(t.is_meta for t in tensors) and {t.dtype for t in tensors} == {torch.float32}
+    assert not ours.training
+    theirs = moshis.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.state_dict().items())
+    audio = 0.1 * torch.randn(1, 1, 1920 * 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        codes = ours.encode(audio)
+        assert torch.equal(codes, moshis.encode(audio))
+        assert torch.equal(ours.decode(codes), moshis.decode(codes))
+
+
+def test_mimi_weights_that_do_not_match_are_named(tiny_copy: Path) -> None:
+    weights = tiny_copy / "mimi.safetensors"
+    state = load_file(str(weights))
+    state.pop(next(iter(state)))
+    save_file(state, str(weights))
+    with pytest.raises(InputError) as err:
+        load_mimi(read_checkpoint(tiny_copy), CPU)
+    assert err.value.source == str(weights) and err.value.field == "state_dict"
+    assert "does not match the Mimi config" in err.value.message and "missing keys (1)" in err.value.message

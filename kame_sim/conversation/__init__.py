@@ -4,7 +4,8 @@
 speaker B, the role the KAME front-end plays), ``dataset_dir/text/<id>.json`` its word-level
 transcript and ``dataset_dir/oracle_raw/<id>.json`` (optional) the back-end predictions recorded
 for it. :func:`load_conversation` validates all three and returns an immutable
-:class:`Conversation` resampled to the simulator's rate.
+:class:`Conversation` resampled to the simulator's rate. The audio is decoded and resampled when it
+is first read (the header is checked at load), since most runs never read it.
 
 Rules adapted to what the real (SpokenWOZ) files guarantee:
 

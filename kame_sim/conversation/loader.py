@@ -7,7 +7,12 @@ naming the file and the field; see :mod:`.transcript` and :mod:`.oracle_raw` for
 for where they had to follow what the real SpokenWOZ files guarantee rather than an ideal.
 
 Each file is read from disk once: the bytes are hashed (so a trace records exactly which data it
-came from) and then decoded from memory.
+came from) and then parsed from memory. The wav's header is checked here (format, channels, rate,
+a whole data chunk, not empty); its samples are decoded and resampled only when something reads
+:attr:`Conversation.audio` (:class:`LazyAudio`). So a run that never reads the audio (behavioural
+front-end, simulated STT) never decodes it, and NaN or infinite samples are refused when the audio
+is first read: for runs that need it, before their run directory is made
+(:func:`kame_sim.runner.build_session_parts`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from kame_sim.conversation.audio import decode_stereo_wav, resample
+from kame_sim.conversation.audio import LazyAudio, read_wav_info
 from kame_sim.conversation.model import Conversation
 from kame_sim.conversation.oracle_raw import parse_oracle_raw
 from kame_sim.conversation.transcript import parse_transcript
@@ -42,7 +47,7 @@ def load_conversation(
     speakers: tuple[str, str] = ("A", "B"),
     require_oracle: bool = False,
 ) -> Conversation:
-    """Load and validate one conversation, resampled to ``sample_rate``.
+    """Load and validate one conversation, resampled to ``sample_rate`` (on first use, see above).
 
     With ``conversation_id=None`` the dataset must hold exactly one conversation (convenient for
     single-conversation demo folders; with several, guessing would make runs unreproducible).
@@ -67,16 +72,13 @@ def load_conversation(
             oracle_path, "oracle_raw", "file not found (this scenario replays recorded predictions)"
         )
 
-    samples, native_rate = decode_stereo_wav(audio_path, audio_bytes, speakers)
-    native_duration = samples.shape[0] / native_rate
-    words = parse_transcript(text_path, text_bytes, speakers, native_duration)
+    info = read_wav_info(audio_path, audio_bytes, speakers)
+    words = parse_transcript(text_path, text_bytes, speakers, info.duration_s)
     oracle = parse_oracle_raw(oracle_path, oracle_bytes) if oracle_bytes is not None else ()
-    audio = resample(samples, native_rate, sample_rate)
-    audio.setflags(write=False)
     return Conversation(
         id=conversation_id,
         source_dir=dataset_dir,
-        audio=audio,
+        audio=LazyAudio(audio_path, audio_bytes, info, sample_rate),  # type: ignore[arg-type]
         sample_rate=sample_rate,
         words=words,
         oracle_raw=oracle,

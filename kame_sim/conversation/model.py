@@ -4,15 +4,21 @@ Everything here is immutable: a :class:`Conversation` is loaded once and then sh
 simulated STT, the LLM content sources, the frame loop and the metrics, so none of them may change
 what the others see. The audio array is therefore made read-only, and :meth:`Conversation.frames`
 hands out (read-only) views instead of copies, which keeps the frame loop allocation-free.
+
+The audio is decoded on first use: the loader gives a :class:`LazyAudio` (header checked, length
+known), and ``Conversation.audio`` decodes it the first time it is read. The length, duration
+and frame count never decode, so a behavioural run never reads a sample.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from kame_sim.conversation.audio import LazyAudio
 from kame_sim.errors import InputError
 
 # KAME's audio frame: 80 ms at 24 kHz (Mimi's frame rate is 12.5 Hz).
@@ -50,6 +56,25 @@ class OraclePrediction:
     recent_words: str = ""
 
 
+class _AudioField:
+    """The ``audio`` field: holds an array or a :class:`LazyAudio`; reading it gives the array.
+
+    A data descriptor as a dataclass field (the dataclass machinery calls ``__set__`` from
+    ``__init__`` and ``dataclasses.replace``), so ``Conversation(..., audio=array, ...)`` and
+    ``replace(conv, audio=array)`` keep working while the loader passes a LazyAudio. Reading the
+    field (``replace`` of another field reads it too) decodes a LazyAudio.
+    """
+
+    def __get__(self, obj: Any, objtype: Any = None) -> np.ndarray:
+        if obj is None:
+            raise AttributeError("audio")  # tells dataclasses the field has no default
+        source = obj.__dict__["_audio_source"]
+        return source.samples() if isinstance(source, LazyAudio) else source
+
+    def __set__(self, obj: Any, value: np.ndarray | LazyAudio) -> None:
+        obj.__dict__["_audio_source"] = value
+
+
 # eq=False: the generated __eq__/__hash__ would compare numpy arrays (ambiguous truth value, not
 # hashable). Two loads of the same files are recognised by ``content_hash`` instead.
 @dataclass(frozen=True, eq=False)
@@ -57,24 +82,50 @@ class Conversation:
     """A stereo recording with its word-level transcript and (optionally) recorded predictions.
 
     ``audio`` is float32 ``[2, n_samples]`` at ``sample_rate``; row ``i`` is the voice of
-    ``speakers[i]``. ``words`` is sorted by start time across both speakers (stable, so words that
-    start together keep their file order). ``content_hash`` identifies the source files, so a trace
-    can say exactly which data it was produced from.
+    ``speakers[i]``. Constructed from a :class:`LazyAudio` (as the loader does) it is decoded
+    the first time it is read (:meth:`load_audio` says so explicitly); ``n_samples``,
+    ``duration_s`` and ``n_frames`` never decode. ``words`` is sorted by start time across both
+    speakers (stable, so words that start together keep their file order). ``content_hash``
+    identifies the source files, so a trace can say exactly which data it was produced from.
     """
 
     id: str
     source_dir: Path
-    audio: np.ndarray
+    # A descriptor, not a default: the field is required (see _AudioField).
+    audio: np.ndarray = _AudioField()  # type: ignore[assignment]
     sample_rate: int
     words: tuple[Word, ...]
     oracle_raw: tuple[OraclePrediction, ...]
     content_hash: str
     speakers: tuple[str, str] = ("A", "B")
 
+    def __repr__(self) -> str:  # the generated one would print (and decode) the audio
+        return (
+            f"Conversation(id={self.id!r}, source_dir={self.source_dir!r}, sample_rate={self.sample_rate}, "
+            f"n_samples={self.n_samples}, words={len(self.words)}, oracle_raw={len(self.oracle_raw)}, "
+            f"content_hash={self.content_hash!r}, speakers={self.speakers!r})"
+        )
+
+    @property
+    def n_samples(self) -> int:
+        """Samples per channel at ``sample_rate`` (known without decoding)."""
+        source = self.__dict__["_audio_source"]
+        return source.n_samples if isinstance(source, LazyAudio) else int(source.shape[1])
+
+    @property
+    def audio_loaded(self) -> bool:
+        """Whether the samples are in memory (a LazyAudio not read yet: False)."""
+        source = self.__dict__["_audio_source"]
+        return source.loaded if isinstance(source, LazyAudio) else True
+
+    def load_audio(self) -> np.ndarray:
+        """Decode the audio now (if not yet) and return it: InputError for bad samples (NaN, inf)."""
+        return self.audio
+
     @property
     def duration_s(self) -> float:
         """Length of the audio in seconds."""
-        return self.audio.shape[1] / self.sample_rate
+        return self.n_samples / self.sample_rate
 
     def channel_of(self, speaker: str) -> int:
         """The audio row (0 or 1) that carries ``speaker``'s voice."""
@@ -95,7 +146,7 @@ class Conversation:
     def n_frames(self, frame_samples: int = DEFAULT_FRAME_SAMPLES) -> int:
         """Number of *complete* frames; a trailing partial frame is never fed to the model."""
         _check_frame_samples(frame_samples)
-        return self.audio.shape[1] // frame_samples
+        return self.n_samples // frame_samples
 
     def frames(self, channel: int, frame_samples: int = DEFAULT_FRAME_SAMPLES) -> np.ndarray:
         """``channel``'s audio as ``[n_frames, frame_samples]`` float32 (a read-only view)."""

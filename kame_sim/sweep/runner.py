@@ -40,7 +40,7 @@ from kame_sim.errors import InputError
 from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
 from kame_sim.output_dir import OutputDir
 from kame_sim.paths import make_output_dir
-from kame_sim.runner import RUN_FILES, load_run_conversation, run_scenario
+from kame_sim.runner import RUN_FILES, run_scenario
 from kame_sim.sweep.spec import PlannedRun, SweepPlan, load_sweep, run_id_of_folder
 from kame_sim.trace import TraceData, read_trace
 
@@ -158,7 +158,7 @@ def execute_run(task: RunTask) -> RunOutcome:
         trace = read_trace(result.run_dir)
         if not trace.complete:
             raise RuntimeError("the run ended without a complete trace")
-        row = metrics_row(trace, load_run_conversation(scenario))
+        row = metrics_row(trace, result.conversation)  # the run's own: no second load
         wall = time.perf_counter() - started
         _write_json_atomic(
             OutputDir(run_dir),
@@ -224,6 +224,25 @@ def _failed(task: RunTask, message: str) -> RunOutcome:
     return RunOutcome(task.run_id, "failed", message, task.conversation_id)
 
 
+def _init_worker(parent: int, torch_threads: int, uses_torch: bool) -> None:
+    """Pool worker set-up: die with the sweep process (:func:`die_with_parent`), and
+    ``torch_threads`` intra-op threads, so N workers share the cores instead of each starting one
+    thread per core. torch is imported only for a sweep that uses the real front-end (a
+    behavioural sweep never imports it)."""
+    die_with_parent(parent)
+    if uses_torch or "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+
+
+def _worker_initargs(tasks: list[RunTask], workers: int) -> tuple[int, bool]:
+    """``(cores // workers, whether any run uses the real front-end)`` for :func:`_init_worker`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    uses_torch = any((t.scenario.get("frontend") or {}).get("kind") == "kame" for t in tasks)
+    return max(1, cores // workers), uses_torch
+
+
 def _in_process(tasks: list[RunTask]) -> Iterator[RunOutcome]:
     for task in tasks:
         yield execute_run(task)
@@ -280,6 +299,7 @@ def _process_pool(
     every run not started yet) go on. One broken design point never costs the other hundreds.
     """
     context = multiprocessing.get_context("spawn")
+    initargs = _worker_initargs(tasks, workers)
     queue: deque[RunTask] = deque(tasks)
     suspects: deque[RunTask] = deque()
     while queue or suspects:
@@ -290,7 +310,7 @@ def _process_pool(
         victims: list[RunTask] = []
         broken: BaseException | None = None
         pool = ProcessPoolExecutor(
-            max_workers=limit, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+            max_workers=limit, mp_context=context, initializer=_init_worker, initargs=(os.getpid(), *initargs)
         )
         try:
             while source and len(in_flight) < limit:

@@ -372,25 +372,48 @@ def load_lm(ckpt: KameCheckpoint, device: torch.device, dtype: torch.dtype) -> O
 def load_mimi(ckpt: KameCheckpoint, device: torch.device) -> MimiModel:
     """Mimi with the checkpoint's config (None = moshi's full-size Mimi), loaded strictly.
 
-    Building Mimi initialises random weights from torch's global RNG; the RNG is forked around it
-    so that loading never shifts moshi's sampling.
+    Built by moshi's ``get_mimi`` without weights, on the meta device, then the weights are
+    assigned in place (as :func:`load_lm` does): no random initialisation that loading would
+    overwrite (about 90 % of the full-size Mimi's load time, benchmarks/bench_model_load.py) and
+    no draw from torch's global RNG, which moshi's sampling uses. Tensors are assigned at the
+    dtypes the modules declare (float32), as ``get_mimi``'s copying load gives them.
     """
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        try:
-            return get_mimi(
-                ckpt.mimi_weights, ckpt.mimi_config, device=device, num_codebooks=ckpt.num_mimi_codebooks
-            )
-        except RuntimeError as exc:
-            msg = " ".join(str(exc).split())
-            msg = msg if len(msg) <= 600 else msg[:600] + " …"
-            raise InputError(
-                ckpt.mimi_weights, "state_dict", f"does not match the Mimi config: {msg}"
-            ) from exc
-        except Exception as exc:
-            raise InputError(
-                ckpt.mimi_weights, "mimi", f"cannot load Mimi ({type(exc).__name__}: {exc})"
-            ) from exc
+    state = _load_mimi_state(ckpt.mimi_weights, device)
+    try:
+        with torch.device("meta"):
+            model = get_mimi(None, ckpt.mimi_config, device="meta", num_codebooks=ckpt.num_mimi_codebooks)
+    except Exception as exc:  # moshi validates with asserts and TypeErrors
+        message = f"cannot build Mimi from its config ({type(exc).__name__}: {exc})"
+        raise InputError(ckpt.mimi_weights, "mimi", message) from exc
+    declared = model.state_dict()
+    state = {
+        k: v.to(declared[k].dtype) if k in declared and v.dtype != declared[k].dtype else v
+        for k, v in state.items()
+    }
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise InputError(
+            ckpt.mimi_weights, "state_dict", f"does not match the Mimi config: {explain_load_error(exc)}"
+        ) from exc
+    left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:  # a tensor the state dict does not hold: a moshi version kame-sim does not know
+        raise RuntimeError(f"Mimi tensors left unloaded on the meta device: {_short_list(left)}")
+    return model.eval()
+
+
+def _load_mimi_state(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    """Mimi's weights: safetensors, or a torch pickle holding ``{"model": state}`` (as moshi reads)."""
+    if Path(path).suffix in (".safetensors", ".sft", ".sfts"):
+        return _load_safetensors(path, device)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)["model"]
+    except Exception as exc:
+        message = f"cannot read Mimi weights ({type(exc).__name__}: {exc})"
+        raise InputError(path, "state_dict", message) from exc
+    if not isinstance(state, dict):
+        raise InputError(path, "state_dict", "the checkpoint's 'model' entry is not a state dict")
+    return state
 
 
 def load_tokenizer(ckpt: KameCheckpoint) -> TextTokenizer:
