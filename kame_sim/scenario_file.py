@@ -13,6 +13,7 @@ working; others stay absolute.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -99,10 +100,8 @@ def _relative_paths(data: dict[str, Any], folder: Path) -> None:
         if isinstance(table, dict) and isinstance(table.get(key), str):
             path = Path(table[key])
             if path.is_absolute():
-                try:
+                with contextlib.suppress(ValueError):  # another drive (Windows): keep it absolute
                     table[key] = os.path.relpath(path, folder.resolve())
-                except ValueError:  # another drive (Windows): keep it absolute
-                    pass
 
 
 def scenario_toml(scenario: Scenario, path: Path, header: str = "") -> str:

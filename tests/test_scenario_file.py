@@ -1,4 +1,4 @@
-"""A resolved scenario written back out loads to the very same settings (search, shrink and fork rely on it)."""
+"""A resolved scenario written back out loads to the same settings (search, shrink and fork rely on it)."""
 
 from __future__ import annotations
 
