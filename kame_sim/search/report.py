@@ -39,15 +39,20 @@ from kame_sim.report.html import ReportSection, write_html_report
 from kame_sim.report.publish import publish_report
 from kame_sim.scenario_file import write_scenario
 from kame_sim.search.objective import statistic
-from kame_sim.search.runner import SearchResult, best_trials, decode, is_feasible
+from kame_sim.search.runner import (
+    BEST_DIR,
+    PLOT_FILE,
+    REPORT_DIR,
+    SUMMARY_FILE,
+    TRIALS_FILE,
+    SearchResult,
+    best_trials,
+    decode,
+    is_feasible,
+)
 from kame_sim.search.spec import trial_plan
 from kame_sim.sweep.runner import _column
 
-TRIALS_FILE = "trials.parquet"
-SUMMARY_FILE = "summary.txt"
-BEST_DIR = "best"
-REPORT_DIR = "report"
-PLOT_FILE = "search.png"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

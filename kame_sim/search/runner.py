@@ -45,6 +45,13 @@ from kame_sim.sweep.spec import _value_text
 
 JOURNAL_FILE = "study.journal"
 RESOLVED_FILE = "search.resolved.json"
+TRIALS_FILE = "trials.parquet"
+SUMMARY_FILE = "summary.txt"
+BEST_DIR = "best"
+REPORT_DIR = "report"
+PLOT_FILE = "search.png"
+#: What a search writes at the top of its folder (checked before the first trial runs).
+SEARCH_FILES = tuple(f + tmp for f in (RESOLVED_FILE, TRIALS_FILE, SUMMARY_FILE) for tmp in ("", ".tmp"))
 TRIALS_DIR = "trials"
 BASE_DIR = "base"
 HASH_ATTR = "kame_sim.spec_hash"
@@ -261,7 +268,8 @@ def run_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(plan)
     top = OutputDir(out_dir, "search directory")
-    top.check([RESOLVED_FILE, RESOLVED_FILE + ".tmp"])
+    top.check(SEARCH_FILES)  # every check before anything is written
+    OutputDir(out_dir / REPORT_DIR, "report directory").check(["index.html", PLOT_FILE])
     make_output_dir(out_dir, "search directory")
     study, resumed_study = _open_study(plan, top, resume)
     tmp = top.record(RESOLVED_FILE + ".tmp")
