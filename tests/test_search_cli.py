@@ -4,6 +4,7 @@ as one line with exit code 2 before anything is written."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,9 +25,10 @@ def small_spec(tmp_path: Path, trials: int = 4) -> Path:
     text = BUNDLED.read_text(encoding="utf-8")
     text = text.replace('base = "../demo.toml"', f'base = "{REPO / "scenarios" / "demo.toml"}"')
     text = text.replace('path = "../data/demo"', f'path = "{REPO / "scenarios" / "data" / "demo"}"')
-    text = text.replace("seeds = 2 ", "seeds = 1 ").replace("trials = 20", f"trials = {trials}")
-    text = text.replace("startup_trials = 6", "startup_trials = 2")
-    assert "trials = 20" not in text and "seeds = 1" in text
+    text = re.sub(r"(?m)^seeds = \d+", "seeds = 1", text)
+    text = re.sub(r"(?m)^trials = \d+", f"trials = {trials}", text)
+    text = re.sub(r"(?m)^startup_trials = \d+", "startup_trials = 2", text)
+    assert f"\ntrials = {trials}\n" in text and "\nseeds = 1 " in text
     path = tmp_path / "search.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -43,7 +45,7 @@ def test_search_on_the_demo_writes_every_output(tmp_path: Path):
 
     rows = pq.read_table(out / "trials.parquet").to_pylist()
     assert [r["number"] for r in rows] == [0, 1, 2, 3]
-    assert all(0.25 <= r["llm.ttft.median"] <= 1.5 and 0.1 <= r["policy.poll_interval"] <= 1.0 for r in rows)
+    assert all(0.25 <= r["llm.ttft.median"] <= 1.5 and 0.05 <= r["llm.ttft.sigma"] <= 1.2 for r in rows)
     # every trial folder is a sweep folder whose run the objective was computed from
     for row in rows:
         runs = pq.read_table(out / row["folder"] / "results.parquet").to_pylist()
@@ -61,7 +63,7 @@ def test_search_on_the_demo_writes_every_output(tmp_path: Path):
     # the best file is a runnable scenario with the winner's parameters
     scenario = load_scenario(first)
     assert scenario.llm.ttft.median == winner["llm.ttft.median"]  # type: ignore[union-attr]
-    assert scenario.policy.poll_interval == winner["policy.poll_interval"]  # type: ignore[union-attr]
+    assert scenario.llm.ttft.sigma == winner["llm.ttft.sigma"]  # type: ignore[union-attr]
     run = runner.invoke(app, ["run", str(first), "--out", str(tmp_path / "rerun"), "--quiet"])
     assert run.exit_code == 0, run.output
     assert read_trace(tmp_path / "rerun").complete
@@ -90,17 +92,18 @@ def test_bad_specs_fail_in_one_line_and_write_nothing(tmp_path: Path):
     cases = {
         "metric": (good.replace('metric = "reply_f1_mean"', 'metric = "reply_f1"'), "objective.metric"),
         "bounds": (
-            good.replace("low = 0.1, high = 1.0", "low = 1.0, high = 0.1"),
-            "space.policy.poll_interval",
+            good.replace("low = 0.05, high = 1.2", "low = 1.2, high = 0.05"),
+            "space.llm.ttft.sigma",
         ),
         "key": (
-            good.replace('"policy.poll_interval"', '"policy.poll_intervall"'),
-            "space.policy.poll_intervall",
+            good.replace('"llm.ttft.sigma"', '"llm.ttft.sigmaa"'),
+            "space.llm.ttft.sigmaa",
         ),
         "trials": (good.replace("trials = 4", "trials = 0"), "search.trials"),
         "hostile": (good.replace('name = "worst-within-envelope"', 'name = "../../x"'), "name"),
     }
     for label, (text, field) in cases.items():
+        assert text != good, label
         path = tmp_path / f"{label}.toml"
         path.write_text(text, encoding="utf-8")
         out = tmp_path / f"out-{label}"

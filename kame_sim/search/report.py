@@ -196,7 +196,7 @@ def plot_search(result: SearchResult, path: Path, found: dict[str, float], dpi: 
     ax.set_title(f"objective per trial ({o.direction}; {len(trials)} trials{extra})", fontsize=10)
     ax.grid(True, color="#e5e5e5", lw=0.6)
     ax.tick_params(labelsize=8)
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4)
     if found:
         names = list(found)[::-1]
         bars.barh(names, [found[n] for n in names], color="C1")
