@@ -80,6 +80,23 @@ def test_a_good_spec_loads_with_every_kind_of_dimension(tmp_path: Path):
     assert plan.runs_per_trial == 2
 
 
+def test_choices_equal_in_python_are_kept_apart(tmp_path: Path):
+    """1, 1.0 and true are three TOML values but one Python key: each gets its own label, and
+    each label decodes to its own value (not the first of the equal ones)."""
+    text = GOOD.replace(
+        '"policy.kind" = { choices = ["poll", "multiplexer"] }',
+        '"llm.time_scale" = { choices = [1, 1.0, 2] }',
+    )
+    assert text != GOOD
+    spec = load_search(write(tmp_path, text)).spec
+    space = distributions(spec)
+    labels = space["llm.time_scale"].choices
+    assert len(set(labels)) == 3
+    others = {"llm.ttft.median": 1.0, "llm.words_per_chunk": 1, "stt.final_delay": "deepgram-final"}
+    decoded = [decode(spec, {**others, "llm.time_scale": label})["llm.time_scale"] for label in labels]
+    assert [type(v) for v in decoded] == [int, float, int] and decoded == [1, 1.0, 2]
+
+
 @pytest.mark.parametrize(
     ("change", "field", "words"),
     [
@@ -98,6 +115,15 @@ def test_a_good_spec_loads_with_every_kind_of_dimension(tmp_path: Path):
         (('metric = "ttft_median_s"', 'metric = "ttft_median"'), "constraint[0].metric", "ttft_median_s"),
         (('stat = "median"', 'stat = "p101"'), "constraint[0].stat", "not a statistic"),
         (('op = "<="', 'op = "<"'), "constraint[0].op", ""),
+        (
+            (
+                "value = 1.5\n",
+                'value = 1.5\n[[constraint]]\nmetric = "ttft_median_s"\nstat = "median"\n'
+                'op = "<="\nvalue = 1.5\n',
+            ),
+            "constraint[1]",
+            "repeats constraint[0]",
+        ),
         (('direction = "minimize"', 'direction = "down"'), "objective.direction", ""),
         (('"policy.kind"', '"policy.knd"'), "space.policy.knd", "not a scenario key"),
         (

@@ -104,9 +104,15 @@ class SimulationEvaluator:
 def _choice_labels(dim: Choices) -> list[Any]:
     """What Optuna sees for each choice: the value itself when it is a plain scalar, else a label
     (``lognormal+median=0.25+sigma=0.11``) -- Optuna stores only scalars; :func:`decode` maps back."""
-    if all(isinstance(v, str | int | float | bool) for v in dim.choices):
+    scalars = all(isinstance(v, str | int | float | bool) for v in dim.choices)
+    # 1, 1.0 and true are distinct choices but equal in Python (and to Optuna): label those too
+    clash = any(a == b for i, a in enumerate(dim.choices) for b in dim.choices[i + 1 :])
+    if scalars and not clash:
         return list(dim.choices)
-    labels = [_value_text(v) for v in dim.choices]
+    labels = [
+        v if isinstance(v, str) else _value_text(v) if isinstance(v, dict | list) else json.dumps(v)
+        for v in dim.choices
+    ]
     return labels if len(set(labels)) == len(labels) else [f"#{i}:{t}" for i, t in enumerate(labels)]
 
 

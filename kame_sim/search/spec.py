@@ -304,6 +304,12 @@ def _check_metrics(spec: SearchSpec, source: Path) -> None:
     check_metric(spec.objective.metric, source, "objective.metric")
     for i, constraint in enumerate(spec.constraint):
         check_metric(constraint.metric, source, f"constraint[{i}].metric")
+    labels = [c.label for c in spec.constraint]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise InputError(
+                source, f"constraint[{i}]", f"repeats constraint[{labels.index(label)}] ({label})"
+            )
     runs = len(spec.seed_list) * (len(spec.conversations) if spec.conversations else 1)
     if runs > MAX_RUNS_PER_TRIAL:
         raise InputError(
