@@ -179,6 +179,24 @@ def test_statistics_skip_undefined_values():
     assert statistic([None, None], "mean") is None
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.floats(-1e6, 1e6), st.integers(-1000, 1000)), max_size=12),
+    q=st.floats(0, 100),
+)
+def test_percentiles_lie_between_min_and_max(values, q):
+    """Any pNN of the defined values lies within [min, max]; p0/p100 are min/max; no values: None."""
+    stat = f"p{q:.6f}".rstrip("0").rstrip(".")
+    defined = [v for v in values if v is not None]
+    if not defined:
+        assert statistic(values, stat) is None and statistic(values, "mean") is None
+        return
+    low, high = statistic(values, "min"), statistic(values, "max")
+    assert low == min(defined) and high == max(defined)
+    assert low - 1e-6 <= statistic(values, stat) <= high + 1e-6
+    assert statistic(values, "p0") == low and statistic(values, "p100") == high
+
+
 def test_violation_sign_and_undefined_measurements():
     below = ConstraintSpec(metric="ttft_median_s", stat="median", op="<=", value=1.5)
     above = ConstraintSpec(metric="n_responded", op=">=", value=3)
