@@ -133,6 +133,17 @@ def test_choices_equal_in_python_are_kept_apart(tmp_path: Path):
         ),
         (("seeds = 2", "seeds = 0"), "seeds", "1.."),
         (("[search]", "[search]\nwhat = 1"), "search.what", "unknown key"),
+        (
+            ("[search]", '[search]\nsampler = "random"\nstartup_trials = 3'),
+            "search.startup_trials",
+            "only for",
+        ),
+        (("[space]", '[space]\n"run.seed" = { low = 1, high = 3 }'), "space.run.seed", "use seeds"),
+        (
+            ("[space]", '[space]\n"llm.ttft" = { choices = ["gpt-4.1-ttft"] }'),
+            "space.llm.ttft",
+            "also given in [set]",
+        ),
         (("[space]", '[space]\n"llm.ttft.sigma" = 0.3'), "space.llm.ttft.sigma", "{low, high}"),
         (
             ("[space]", '[space]\n"llm.ttft.sigma" = { low = 0.1, hi = 0.3 }'),
@@ -148,6 +159,15 @@ def test_bad_specs_are_one_line_naming_the_key(tmp_path: Path, change, field, wo
     error = error_of(tmp_path, text)
     assert error.field == field, error.one_line()
     assert words in error.message, error.one_line()
+
+
+def test_set_on_the_command_line_may_not_change_a_searched_key(tmp_path: Path):
+    with pytest.raises(InputError) as info:
+        load_search(write(tmp_path, GOOD), {"llm.ttft.median": 1.0})
+    assert info.value.field == "--set llm.ttft.median" and "(space.llm.ttft.median)" in info.value.message
+    assert load_search(write(tmp_path, GOOD), {"llm.max_reply_words": 12}).cli_set == {
+        "llm.max_reply_words": 12
+    }
 
 
 def test_missing_base_and_missing_sections(tmp_path: Path):

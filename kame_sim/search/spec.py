@@ -304,6 +304,8 @@ def _check_metrics(spec: SearchSpec, source: Path) -> None:
     check_metric(spec.objective.metric, source, "objective.metric")
     for i, constraint in enumerate(spec.constraint):
         check_metric(constraint.metric, source, f"constraint[{i}].metric")
+    if spec.search.sampler == "random" and spec.search.startup_trials is not None:
+        raise InputError(source, "search.startup_trials", "only for sampler = 'tpe' or 'cmaes'")
     labels = [c.label for c in spec.constraint]
     for i, label in enumerate(labels):
         if label in labels[:i]:
@@ -340,7 +342,8 @@ def trial_plan(plan: SearchPlan, params: dict[str, Any]) -> SweepPlan:
         field = exc.field
         if field is not None and field.startswith("parameters"):
             field = "space" + field.removeprefix("parameters")
-        raise InputError(exc.source, field, exc.message) from None
+        message = exc.message.replace("(parameters.", "(space.").replace("the sweep", "the search")
+        raise InputError(exc.source, field, message.replace("a sweep", "a search")) from None
 
 
 def probe_points(spec: SearchSpec) -> list[dict[str, Any]]:
