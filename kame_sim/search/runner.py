@@ -2,10 +2,10 @@
 
 Each trial is a one-point sweep (:func:`~kame_sim.search.spec.trial_plan`) run by the sweep's
 own :func:`~kame_sim.sweep.runner.execute_plan` into ``trials/NNNN/`` -- so every trial folder is
-a sweep folder (``results.parquet``, ``runs/<...>/trace.arrows``) that ``kame-sim report``,
-``timeline`` and ``compare`` read as they read any sweep. The base scenario (base + ``[set]``,
-nothing searched) is run once too, into ``base/``, so the summary can say how much worse the
-best point is than where the search started.
+a sweep folder (``results.parquet``, ``runs/<...>/trace.arrows``) that ``kame-sim report`` and
+``metrics`` read as they read any sweep (and ``compare`` two of its runs). The base scenario
+(base + ``[set]``, nothing searched) is run once too, into ``base/``, so the summary can say how
+much worse the best point is than where the search started.
 
 Why ask/tell, one trial at a time: the study is the journal file, and a trial's parameters
 depend only on the trials before it, so the same spec and sampler seed give the same trials
