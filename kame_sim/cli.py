@@ -343,6 +343,44 @@ def sweep(
 
 
 @app.command()
+def search(
+    spec: Annotated[Path, typer.Argument(help="search TOML file: objective, space, constraints, budget")],
+    out: Annotated[Path | None, typer.Option(help="search directory (default: traces/search/<name>)")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="continue the study in the search directory (same spec; more trials allowed)")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option(help="worker processes for each trial's runs (1: in this process)")
+    ] = 1,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=_SWEEP_SET_HELP)] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Adversarial search (Optuna): the worst scenario within constraints; trials, best/, report."""
+    from kame_sim.search import run_search  # imports optuna: only when the command runs
+
+    with _user_errors():
+        progress = Progress(
+            TextColumn("[bold]searching[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("trials {task.description}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet or not err_console.is_terminal,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("", total=None)
+
+            def report(done: int, total: int, best: float | None) -> None:
+                shown = "" if best is None else f"best {best:.4g}"
+                progress.update(task, completed=done, total=total, description=shown)
+
+            run = run_search(spec, out, resume, report, workers, _sets(set_))
+    console.print(run.outputs.summary, highlight=False, soft_wrap=True, markup=False)
+
+
+@app.command()
 def check(
     spec: Annotated[Path, typer.Argument(help="check TOML file: a small sweep plus thresholds")],
     out: Annotated[Path | None, typer.Option(help="check directory (default: traces/checks/<name>)")] = None,

@@ -10,7 +10,7 @@ import sys
 
 from kame_sim.sweep.runner import RunTask, _worker_initargs
 
-HEAVY = ("kame_sim.config", "kame_sim.delays", "kame_sim.runner", "pydantic", "pyarrow", "torch")
+HEAVY = ("kame_sim.config", "kame_sim.delays", "kame_sim.runner", "pydantic", "pyarrow", "torch", "optuna")
 
 
 def python(code: str) -> str:
@@ -34,7 +34,7 @@ print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
 
 def test_help_imports_no_settings_models():
     assert _after_help(["--help"]) == []
-    for command in ("run", "sweep", "validate"):
+    for command in ("run", "sweep", "search", "validate"):
         # typer itself imports pydantic to build a command's options; kame-sim adds nothing
         assert _after_help([command, "--help"]) in ([], ["pydantic"])
 
