@@ -373,6 +373,55 @@ def check(
 
 
 @app.command()
+def shrink(
+    run: Annotated[Path, typer.Argument(help="a run folder (or its trace) that fails the condition")],
+    fails: Annotated[
+        str, typer.Option(help='when a run fails: "METRIC OP VALUE", e.g. "reply_f1_mean < 0.3"')
+    ],
+    out: Annotated[Path | None, typer.Option(help="output folder (default: RUN/../<run>-shrunk)")] = None,
+    max_runs: Annotated[int, typer.Option(help="replay budget (cached replays are free)")] = 300,
+    tolerance: Annotated[float, typer.Option(help="bisection stops within this many seconds")] = 0.01,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Minimal failing delay schedule: fewest events away from nominal, smallest delays."""
+    from kame_sim.shrink.run import shrink_run
+    from kame_sim.shrink.search import ShrinkError
+
+    with _user_errors():
+        progress = Progress(
+            TextColumn("[bold]shrinking[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("runs"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet or not err_console.is_terminal,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("", total=None)
+
+            def report(done: int, total: int, size: int, phase: str) -> None:
+                progress.update(task, completed=done, total=total, description=f"{phase}: {size} events")
+
+            try:
+                outcome = shrink_run(run, fails, out, max_runs, tolerance, report)
+            except ShrinkError as exc:
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+    console.print(outcome.summary(), highlight=False, soft_wrap=True)
+    for entry in outcome.result.entries:
+        console.print(f"  {escape(_entry_text(entry.entry))}: {escape(entry.note())}", highlight=False)
+    console.print(f"schedule: [bold]{outcome.schedule_path}[/]  timeline: {outcome.timeline_path}")
+    console.print(f"reproduce: [bold]{escape(outcome.command())}[/]", soft_wrap=True)
+
+
+def _entry_text(entry: dict[str, Any]) -> str:
+    ids = ", ".join(f"{k} {v}" for k, v in entry.items() if k not in ("kind", "seconds", "detail", "note"))
+    return f"{entry['kind']} ({ids})"
+
+
+@app.command()
 def report(
     path: Annotated[Path, typer.Argument(help="a run directory / trace.arrows, or a sweep directory")],
     out: Annotated[Path | None, typer.Option(help="report directory (default: <path>/report)")] = None,
