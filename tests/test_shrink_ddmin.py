@@ -94,7 +94,10 @@ def test_bisection_works_below_nominal_and_on_the_quantum():
     # a too-fast event: the failing values lie below nominal
     hi, lo = bisect_magnitude(0.25, 0.0, lambda x: x < 0.1, 1e-9, quantum=lambda x: round(x, 6))
     assert hi < 0.1 <= lo and round(lo - hi, 6) <= 1e-6
-    assert bisect_magnitude(1.0, 1.000001, lambda x: True, 0.0, quantum=lambda x: round(x, 6)) == (1.000001, 1.0)
+    assert bisect_magnitude(1.0, 1.000001, lambda x: True, 0.0, quantum=lambda x: round(x, 6)) == (
+        1.000001,
+        1.0,
+    )
 
 
 @pytest.mark.parametrize("op", list(OPS))
