@@ -381,6 +381,7 @@ def shrink(
     out: Annotated[Path | None, typer.Option(help="output folder (default: RUN/../<run>-shrunk)")] = None,
     max_runs: Annotated[int, typer.Option(help="replay budget (cached replays are free)")] = 300,
     tolerance: Annotated[float, typer.Option(help="bisection stops within this many seconds")] = 0.01,
+    timeline: Annotated[bool, typer.Option(help="draw the reproducer's timeline.png")] = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Minimal failing delay schedule: fewest events away from nominal, smallest delays."""
@@ -405,14 +406,17 @@ def shrink(
                 progress.update(task, completed=done, total=total, description=f"{phase}: {size} events")
 
             try:
-                outcome = shrink_run(run, fails, out, max_runs, tolerance, report)
+                outcome = shrink_run(run, fails, out, max_runs, tolerance, report, timeline)
             except ShrinkError as exc:
                 err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
     console.print(outcome.summary(), highlight=False, soft_wrap=True)
     for entry in outcome.result.entries:
-        console.print(f"  {escape(_entry_text(entry.entry))}: {escape(entry.note())}", highlight=False)
-    console.print(f"schedule: [bold]{outcome.schedule_path}[/]  timeline: {outcome.timeline_path}")
+        text = f"  {escape(_entry_text(entry.entry))}: {escape(entry.note())}"
+        console.print(text, highlight=False, soft_wrap=True)
+    console.print(f"schedule: [bold]{outcome.schedule_path}[/]", highlight=False, soft_wrap=True)
+    if outcome.timeline_path is not None:
+        console.print(f"timeline: {outcome.timeline_path}", highlight=False, soft_wrap=True)
     console.print(f"reproduce: [bold]{escape(outcome.command())}[/]", soft_wrap=True)
 
 

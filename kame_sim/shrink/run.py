@@ -52,7 +52,7 @@ class ShrinkOutcome:
     schedule_path: Path
     scenario_path: Path
     run_dir: Path
-    timeline_path: Path
+    timeline_path: Path | None  # None: not drawn (--no-timeline)
     reproduced: float
 
     def summary(self) -> str:
@@ -88,8 +88,11 @@ def shrink_run(
     max_runs: int = 300,
     tolerance: float = 0.01,
     progress: Progress | None = None,
+    timeline: bool = True,
 ) -> ShrinkOutcome:
     """Shrink the failing run ``run`` (a run folder or its trace) under the condition ``fails``.
+
+    ``timeline``: also draw the reproducer's ``timeline.png`` (a second or two of matplotlib).
 
     InputError (one line, nothing written) for bad input, a run that does not fail the condition,
     or one with no value for its metric; :class:`~kame_sim.shrink.search.ShrinkError` when the run's
@@ -134,7 +137,7 @@ def shrink_run(
             tolerance,
             progress,
         )
-    return _write(result, float(measured), scenario, source, target, out_dir)
+    return _write(result, float(measured), scenario, source, target, out_dir, timeline)
 
 
 def _write(
@@ -144,6 +147,7 @@ def _write(
     source: dict[str, object],
     target: OutputDir,
     out_dir: Path,
+    timeline: bool = True,
 ) -> ShrinkOutcome:
     """Write the schedule, the scenario, the reproducing run and its timeline; check it fails."""
     schedule = schedule_of(result.schedule_entries, result.nominal, source)
@@ -169,12 +173,12 @@ def _write(
                 f"bug: the reproducer {ran.run_dir} passes {result.condition.text()} "
                 f"({result.condition.metric} = {value}); the search measured {result.metric}"
             )
-        timeline = plot_timeline(reproduced, target.record(TIMELINE_FILE))
+        picture = plot_timeline(reproduced, target.record(TIMELINE_FILE)) if timeline else None
     except BaseException:
         target.rollback()
         raise
     target.commit()
     assert value is not None
     return ShrinkOutcome(
-        result, original, out_dir, schedule_path, scenario_path, ran.run_dir, timeline, float(value)
+        result, original, out_dir, schedule_path, scenario_path, ran.run_dir, picture, float(value)
     )
