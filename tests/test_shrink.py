@@ -330,3 +330,11 @@ def test_metrics_of_the_failing_run(failing_run):
     trace = read_trace(failing_run)
     row = metrics_row(trace, load_run_conversation(load_scenario(DEMO_SCENARIO)))
     assert row["f1_response_mean"] < 0.55 and row["ttft_max_s"] == 6.0
+
+
+def test_a_run_without_scheduled_delays_has_nothing_to_shrink(failing_run, tmp_path):
+    sc = load_scenario(DEMO_SCENARIO, {"replay.oracle_from": str(failing_run)})
+    replayed = run_scenario(sc, tmp_path / "replayed").run_dir
+    result = runner.invoke(app, ["shrink", str(replayed), "--fails", CAUSE, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "nothing to shrink" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
