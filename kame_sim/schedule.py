@@ -353,7 +353,7 @@ _COLUMNS = ["event", "t_sim", "stream_id", "utterance", "text", "delay_s", "deta
 _EVENTS = {"user_word", "stt_partial", "stt_final", "llm_start", "llm_first_chunk", "llm_chunk", "llm_error"}
 
 
-def _word_index(text: str, spoken: list[str]) -> int:
+def word_index(text: str, spoken: list[str]) -> int:
     """Which word of its utterance a partial follows: its text is the words so far, space-joined.
 
     The simulated recogniser's partial ``i`` reads ``" ".join(words[: i + 1])``; the utterance's
@@ -395,7 +395,7 @@ def schedule_from_rows(rows: Iterable[dict[str, Any]], source: dict[str, Any] | 
             continue
         elif event == "stt_partial":
             u = row["utterance"]
-            key = (u, _word_index(row["text"] or "", words.get(u, [])))
+            key = (u, word_index(row["text"] or "", words.get(u, [])))
             schedule.stt_partial.setdefault(key, delay)
         elif event == "stt_final":
             schedule.stt_final.setdefault(row["utterance"], delay)

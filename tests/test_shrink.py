@@ -21,7 +21,7 @@ from kame_sim.schedule import DelaySchedule, load_schedule, parse_schedule, sche
 from kame_sim.shrink.condition import Condition
 from kame_sim.shrink.nominal import nominal_delays
 from kame_sim.shrink.replay import Replayer, schedule_of
-from kame_sim.shrink.run import shrink_run
+from kame_sim.shrink.run import event_marks, shrink_run
 from kame_sim.shrink.search import ShrinkError, shrink_entries
 from kame_sim.sweep import run_check
 from kame_sim.sweep.runner import metrics_row
@@ -120,6 +120,12 @@ def test_the_reproducer_files_run_and_fail(demo, shrunk, tmp_path):
     a = read_trace(tmp_path / "again").table.drop_columns(list(WALL_COLUMNS))
     b = read_trace(out / "run").table.drop_columns(list(WALL_COLUMNS))
     assert a.equals(b)
+    # the timeline marks the kept event where it happened: stream 8's first chunk
+    t = read_trace(out / "run").table.to_pylist()
+    first = next(r["t_sim"] for r in t if r["event"] == "llm_first_chunk" and r["stream_id"] == SLOW)
+    assert event_marks(read_trace(out / "run"), result.schedule_entries) == [(first, f"ttft #{SLOW}")]
+    start = next(r["t_sim"] for r in t if r["event"] == "llm_start" and r["stream_id"] == SLOW)
+    assert abs(first - start - result.entries[0].entry["seconds"]) < 1e-6
 
 
 def test_a_cut_search_still_fails_and_reruns_keep_foreign_files(failing_run, tmp_path):

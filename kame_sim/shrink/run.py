@@ -9,7 +9,7 @@ before anything is written (the condition, that the run fails it, the output fol
 - ``scenario.toml``: the run's scenario with ``delays.schedule = "schedule.json"``, runnable with
   ``kame-sim run``;
 - ``run/``: that scenario's run (the reproducer), which must fail the condition — checked;
-- ``timeline.png``: the reproducer's timeline.
+- ``timeline.png``: the reproducer's timeline, the shrunk events marked.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kame_sim.config import Scenario, scenario_from_dict
 from kame_sim.errors import InputError
@@ -25,13 +26,13 @@ from kame_sim.report.timeline import plot_timeline
 from kame_sim.run_dir import check_run_dir
 from kame_sim.runner import RUN_FILES, load_run_conversation, run_scenario
 from kame_sim.scenario_file import write_scenario
-from kame_sim.schedule import schedule_from_trace
+from kame_sim.schedule import attachment, schedule_from_trace, word_index
 from kame_sim.shrink.condition import Condition, parse_condition
 from kame_sim.shrink.nominal import nominal_delays
 from kame_sim.shrink.replay import Replayer, schedulable, schedule_of
 from kame_sim.shrink.search import Progress, ShrinkResult, shrink_entries
 from kame_sim.sweep.runner import metrics_row
-from kame_sim.trace.reader import read_trace
+from kame_sim.trace.reader import TraceData, read_trace
 
 SCHEDULE_FILE = "schedule.json"
 SCENARIO_FILE = "scenario.toml"
@@ -173,7 +174,8 @@ def _write(
                 f"bug: the reproducer {ran.run_dir} passes {result.condition.text()} "
                 f"({result.condition.metric} = {value}); the search measured {result.metric}"
             )
-        picture = plot_timeline(reproduced, target.record(TIMELINE_FILE)) if timeline else None
+        marks = event_marks(reproduced, result.schedule_entries)
+        picture = plot_timeline(reproduced, target.record(TIMELINE_FILE), marks=marks) if timeline else None
     except BaseException:
         target.rollback()
         raise
@@ -182,3 +184,37 @@ def _write(
     return ShrinkOutcome(
         result, original, out_dir, schedule_path, scenario_path, ran.run_dir, picture, float(value)
     )
+
+
+def event_marks(trace: TraceData, entries: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    """Where each entry's event happened in ``trace`` (``t_sim`` of the row it delays), labelled
+    for the timeline: ``ttft #15`` at the first chunk, ``gap #15.2`` at the chunk, ``partial
+    u1 w1`` / ``final u2`` at the STT result, ``fault #7`` at the error. Events the trace never
+    reached are left out."""
+    wanted = {attachment(e) for e in entries}
+    table = trace.table.select(["event", "t_sim", "stream_id", "utterance", "text"]).to_pylist()
+    words: dict[int, list[str]] = {}
+    chunks: dict[int, int] = {}
+    found: dict[tuple[Any, ...], tuple[float, str]] = {}
+    for row in table:
+        event, t, sid, u = row["event"], row["t_sim"], row["stream_id"], row["utterance"]
+        key: tuple[Any, ...] | None = None
+        label = ""
+        if event == "user_word" and u is not None:
+            words.setdefault(u, []).append(row["text"])
+        elif event == "llm_first_chunk" and sid is not None:
+            key, label = ("ttft", sid), f"ttft #{sid}"
+        elif event == "llm_chunk" and sid is not None:
+            k = chunks.get(sid, 0)
+            chunks[sid] = k + 1
+            key, label = ("chunk_gap", sid, k), f"gap #{sid}.{k}"
+        elif event == "llm_error" and sid is not None:
+            key, label = ("fault", sid), f"fault #{sid}"
+        elif event == "stt_final" and u is not None:
+            key, label = ("stt_final", u), f"final u{u}"
+        elif event == "stt_partial" and u is not None:
+            w = word_index(row["text"] or "", words.get(u, []))
+            key, label = ("stt_partial", u, w), f"partial u{u} w{w}"
+        if key is not None and key in wanted and key not in found:
+            found[key] = (float(t), label)
+    return sorted(found.values())
