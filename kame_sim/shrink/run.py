@@ -125,8 +125,9 @@ def shrink_run(
     check_run_dir(out_dir / RUN_DIR, True, RUN_FILES)
     nominal = nominal_delays(scenario, stt, llm)
     kinds = {*nominal, *(("fault",) if llm else ())}
-    entries = [e for e in schedule_from_trace(trace).entries() if e["kind"] in kinds]
-    source = {**schedule_from_trace(trace).source, "shrunk_from": str(run)}
+    realised = schedule_from_trace(trace)
+    entries = [e for e in realised.entries() if e["kind"] in kinds]
+    source = {**realised.source, "shrunk_from": str(run)}
     with tempfile.TemporaryDirectory(prefix="kame-sim-shrink-") as scratch:
         replayer = Replayer(scenario, conversation, Path(scratch))
         result = shrink_entries(
