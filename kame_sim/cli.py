@@ -354,9 +354,19 @@ def check(
         Path | None,
         typer.Option(help="baseline sweep (directory or results.parquet) for the check's baseline tables"),
     ] = None,
+    shrink: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=100_000,
+            help="shrink each failed assertion's worst run with this replay budget (0: off)",
+        ),
+    ] = 0,
 ) -> None:
     """A CI robustness gate: run a small sweep, assert thresholds; exit 1 when one fails."""
     from kame_sim.sweep import run_check
+
+    shrinker = _check_shrinker(shrink) if shrink else None
 
     with _user_errors():
         progress = _progress_bar("checking", quiet)
@@ -366,7 +376,9 @@ def check(
             def report(done: int, total: int, failed: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            result = run_check(spec, out, workers, junit, markdown, resume, report, baseline, _sets(set_))
+            result = run_check(
+                spec, out, workers, junit, markdown, resume, report, baseline, _sets(set_), shrinker
+            )
     console.print(result.markdown, highlight=False, soft_wrap=True, markup=False)
     if not result.passed:
         raise typer.Exit(1)
@@ -423,6 +435,27 @@ def shrink(
 def _entry_text(entry: dict[str, Any]) -> str:
     ids = ", ".join(f"{k} {v}" for k, v in entry.items() if k not in ("kind", "seconds", "detail", "note"))
     return f"{entry['kind']} ({ids})"
+
+
+def _check_shrinker(max_runs: int) -> Any:
+    """``check --shrink``: shrink a failed assertion's worst run into ``<check>/shrunk/<run>``."""
+    from kame_sim.shrink.run import shrink_run
+    from kame_sim.shrink.search import ShrinkError
+
+    def shrink(worst: Any, out_dir: Path) -> tuple[str | None, str]:
+        try:
+            outcome = shrink_run(
+                worst.folder,
+                worst.condition,
+                out_dir / "shrunk" / worst.folder.name,
+                max_runs=max_runs,
+                timeline=False,  # a gate stays quick; kame-sim report OUT/run draws it
+            )
+        except (ShrinkError, InputError) as exc:
+            return None, f"could not shrink: {exc}"
+        return outcome.command(), outcome.summary()
+
+    return shrink
 
 
 @app.command()

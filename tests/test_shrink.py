@@ -261,13 +261,18 @@ def test_bad_unscheduled_tables_are_one_line_errors(unscheduled, field: str, wor
 # -- check ---------------------------------------------------------------------------------------------
 
 
-def test_a_failed_check_names_the_worst_run_and_the_shrink_command(tmp_path):
+def write_gate(tmp_path: Path) -> Path:
     check = tmp_path / "gate.toml"
     check.write_text(
         f'name = "gate"\nbase = "{DEMO_SCENARIO}"\nseeds = 2\n'
         '[[assert]]\nmetric = "ttft_max_s"\nstat = "max"\nop = "<="\nvalue = 1.0\n',
         encoding="utf-8",
     )
+    return check
+
+
+def test_a_failed_check_names_the_worst_run_and_the_shrink_command(tmp_path):
+    check = write_gate(tmp_path)
     junit, md = tmp_path / "junit.xml", tmp_path / "summary.md"
     result = run_check(check, tmp_path / "out", workers=1, junit=junit, markdown=md)
     assert not result.passed
@@ -282,24 +287,26 @@ def test_a_failed_check_names_the_worst_run_and_the_shrink_command(tmp_path):
     assert command in md.read_text() and f"seed {worst.seed}" in md.read_text()
     failure = next(c for c in junit.read_text().split("<testcase") if "<failure" in c)
     assert f"seed: {worst.seed}" in failure and "shrink: kame-sim shrink" in failure
-    # the command it prints works: the worst run shrinks to its one slow stream
-    out = runner.invoke(
-        app,
-        [
-            "shrink",
-            str(worst.folder),
-            "--fails",
-            "ttft_max_s > 1",
-            "--quiet",
-            "--no-timeline",
-            "--out",
-            str(tmp_path / "s"),
-        ],
-    )
-    assert out.exit_code == 0, out.output
-    shrunk = json.loads((tmp_path / "s" / "schedule.json").read_text())["entries"]
+    assert worst.reproducer is None and "Reproduce it" not in md.read_text()  # no --shrink: no shrinking
+
+
+def test_check_shrink_names_the_reproducer(tmp_path):
+    """--shrink N: check shrinks the worst run itself and names the reproducer, which fails."""
+    check = write_gate(tmp_path)
+    worst_folder = "demo-seed0-"
+    md2, junit2 = tmp_path / "summary2.md", tmp_path / "junit2.xml"
+    args = ["check", str(check), "--out", str(tmp_path / "out2"), "--workers", "1", "--quiet"]
+    out = runner.invoke(app, [*args, "--markdown", str(md2), "--junit", str(junit2), "--shrink", "80"])
+    assert out.exit_code == 1, out.output
+    (folder,) = (tmp_path / "out2" / "shrunk").iterdir()
+    assert folder.name.startswith(worst_folder)  # seed 0 is the worse run
+    reproducer = f"kame-sim run {folder / 'scenario.toml'}"
+    assert reproducer in md2.read_text() and f"reproducer: {reproducer}" in junit2.read_text()
+    assert "Shrunk: 231 events away from nominal → " in md2.read_text()
+    shrunk = json.loads((folder / "schedule.json").read_text())["entries"]
     assert 1 <= len(shrunk) <= 3 and any(e["kind"] == "ttft" and 1.0 < e["seconds"] < 1.02 for e in shrunk)
-    assert f"→ {len(shrunk)} (runs spent" in out.output and "kame-sim run" in out.output
+    again = read_trace(folder / "run")
+    assert metrics_row(again, load_run_conversation(load_scenario(DEMO_SCENARIO)))["ttft_max_s"] > 1.0
 
 
 # -- bad input -------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def schedule_of(
     return parse_schedule(text, Path("<shrink>"))
 
 
-def schedulable(scenario: Scenario) -> tuple[bool, bool]:
+def schedulable(scenario: Scenario, source: str | Path = "<run>") -> tuple[bool, bool]:
     """Whether the scenario's STT and its LLM take scheduled delays (docs/schedules.md).
 
     Neither: an InputError naming the settings that stop it (nothing to shrink).
@@ -49,7 +49,7 @@ def schedulable(scenario: Scenario) -> tuple[bool, bool]:
     )
     if not (stt or llm):
         raise InputError(
-            "<run>",
+            source,
             "scenario",
             "neither its STT nor its LLM takes scheduled delays (needs stt.kind = 'simulated' or a "
             "simulated llm without cassette or time_scale, and no replay.oracle_from): nothing to shrink",

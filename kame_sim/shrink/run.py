@@ -106,7 +106,7 @@ def shrink_run(
     if not trace.complete:
         raise InputError(run, None, "the trace is not complete (the run did not end): nothing to shrink")
     scenario = scenario_from_dict(trace.scenario, f"{run} (its resolved scenario)")
-    stt, llm = schedulable(scenario)
+    stt, llm = schedulable(scenario, run)
     conversation = load_run_conversation(scenario)
     row = metrics_row(trace, conversation)
     measured = row.get(condition.metric)

@@ -44,7 +44,7 @@ import operator
 import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +78,8 @@ CHECK_KEYS = frozenset(
     {"name", "description", "sweep", "assert", "allow_failed_runs", "baseline", "baseline_results"}
 )
 Direction = Literal["lower", "higher"]
+#: (the worst run of a failed assertion, the check's folder) -> (reproducer command or None, summary)
+Shrinker = Callable[["WorstRun", Path], tuple[str | None, str]]
 Judge = Literal["significant", "mean"]
 
 
@@ -189,6 +191,8 @@ class WorstRun:
     conversation_id: str
     value: float
     condition: Condition
+    reproducer: str | None = None  # ``kame-sim run .../scenario.toml`` when check shrank it
+    shrunk: str | None = None  # the shrink's one-line summary (or why it could not shrink)
 
     def shrink_command(self) -> str:
         return f'kame-sim shrink {shlex.quote(str(self.folder))} --fails "{self.condition.text()}"'
@@ -749,6 +753,10 @@ def render_markdown(
                 "",
                 f"    {o.worst.shrink_command()}",
             ]
+            if o.worst.shrunk is not None:
+                lines += ["", f"Shrunk: {_cell(o.worst.shrunk)}"]
+            if o.worst.reproducer is not None:
+                lines += ["", "Reproduce it:", "", f"    {o.worst.reproducer}"]
     if baseline:
         lines += _baseline_markdown(baseline, baseline_path)
     return "\n".join(lines) + "\n"
@@ -835,6 +843,10 @@ def write_junit(
                     f"{o.worst.condition.metric}: {o.worst.value:.6g}\n"
                     f"folder: {o.worst.folder}\nshrink: {o.worst.shrink_command()}"
                 )
+                if o.worst.shrunk is not None:
+                    failure.text += f"\nshrunk: {o.worst.shrunk}"
+                if o.worst.reproducer is not None:
+                    failure.text += f"\nreproducer: {o.worst.reproducer}"
     for b in baseline:
         case = ET.SubElement(
             suite,
@@ -868,6 +880,7 @@ def run_check(
     progress: ProgressCallback | None = None,
     baseline: Path | None = None,
     cli_set: dict[str, Any] | None = None,
+    shrink: Shrinker | None = None,
 ) -> CheckResult:
     """Run a check file's sweep into ``out_dir`` (default ``traces/checks/<name>``) and judge it.
 
@@ -877,7 +890,9 @@ def run_check(
     directory or results.parquet; default: the file's ``baseline_results``) is what the
     ``[[baseline]]`` tables compare against. ``resume`` is off
     by default, unlike for sweeps: run ids do not cover the code, so a gate re-run after a code
-    change must not judge runs the old code made.
+    change must not judge runs the old code made. ``shrink`` (``kame-sim check --shrink N``) is
+    called with each failed assertion's worst run and the check's folder and returns the
+    reproducer command and a summary, which the reports then name.
     """
     check = load_check(Path(check_path), cli_set)
     base = load_baseline(check, baseline)
@@ -894,6 +909,11 @@ def run_check(
     sweep = execute_plan(check.plan, out, workers, resume, progress)
     runs_dir = sweep.out_dir.resolve() / RUNS_DIR
     outcomes = [_judge(a, sweep.table, check.plan, runs_dir) for a in check.assertions]
+    if shrink is not None:
+        for i, o in enumerate(outcomes):
+            if o.worst is not None:
+                command, summary = shrink(o.worst, out)
+                outcomes[i] = replace(o, worst=replace(o.worst, reproducer=command, shrunk=summary))
     outcomes.append(_completion(check, sweep))
     against = (
         [o for b in check.baseline for o in judge_baseline(b, sweep.table, check.plan, base)] if base else []
