@@ -334,6 +334,11 @@ def test_a_foreign_file_in_the_output_folder_is_refused(failing_run, tmp_path):
     result = runner.invoke(app, ["shrink", str(failing_run), "--fails", CAUSE, "--out", str(tmp_path)])
     assert result.exit_code == 2 and "not written by kame-sim" in result.output
     assert (tmp_path / "schedule.json").read_text() == "mine"
+    (tmp_path / "a-file").write_text("x")
+    as_file = runner.invoke(
+        app, ["shrink", str(failing_run), "--fails", CAUSE, "--out", str(tmp_path / "a-file")]
+    )
+    assert as_file.exit_code == 2 and "--out: is a file" in as_file.output
     missing = runner.invoke(app, ["shrink", str(tmp_path / "none"), "--fails", CAUSE])
     assert missing.exit_code == 2 and "no trace here" in missing.output
 
