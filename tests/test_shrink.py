@@ -16,8 +16,15 @@ from typer.testing import CliRunner
 
 from kame_sim.cli import app
 from kame_sim.config import load_scenario
+from kame_sim.errors import InputError
 from kame_sim.runner import load_run_conversation, run_scenario
-from kame_sim.schedule import DelaySchedule, load_schedule, parse_schedule, schedule_from_trace
+from kame_sim.schedule import (
+    DelaySchedule,
+    load_schedule,
+    parse_schedule,
+    scenario_schedule,
+    schedule_from_trace,
+)
 from kame_sim.shrink.condition import Condition
 from kame_sim.shrink.nominal import nominal_delays
 from kame_sim.shrink.replay import Replayer, schedule_of
@@ -356,3 +363,15 @@ def test_a_run_without_scheduled_delays_has_nothing_to_shrink(failing_run, tmp_p
     result = runner.invoke(app, ["shrink", str(replayed), "--fails", CAUSE, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "nothing to shrink" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_an_unscheduled_table_needs_what_entries_need(tmp_path):
+    """Fixed LLM delays with a time-scaled back-end would be scaled again: refused like entries."""
+    path = tmp_path / "nominal.json"
+    path.write_text(json.dumps({"unscheduled": {"ttft": 0.7}, "entries": []}))
+    scenario = load_scenario(DEMO_SCENARIO, {"delays.schedule": str(path), "llm.time_scale": 2.0})
+    with pytest.raises(InputError) as info:
+        scenario_schedule(scenario)
+    assert info.value.field == "delays.schedule" and "time_scale" in info.value.one_line()
+    fine = load_scenario(DEMO_SCENARIO, {"delays.schedule": str(path)})
+    assert scenario_schedule(fine).unscheduled == {"ttft": 0.7}
