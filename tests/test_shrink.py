@@ -375,3 +375,16 @@ def test_an_unscheduled_table_needs_what_entries_need(tmp_path):
     assert info.value.field == "delays.schedule" and "time_scale" in info.value.one_line()
     fine = load_scenario(DEMO_SCENARIO, {"delays.schedule": str(path)})
     assert scenario_schedule(fine).unscheduled == {"ttft": 0.7}
+
+
+def test_a_run_whose_unreached_events_mattered_cannot_be_shrunk(tmp_path):
+    """The demo's own run (reply_f1_mean 0.3205) replayed with its delays and nominal ones for the
+    events it never reached (streams cancelled before their first token) gets 0.3233: a condition
+    between the two has nothing to stand on. Exit 1, one line, nothing written."""
+    run = run_scenario(load_scenario(DEMO_SCENARIO), tmp_path / "demo").run_dir
+    result = runner.invoke(
+        app, ["shrink", str(run), "--fails", "reply_f1_mean < 0.322", "--out", str(tmp_path / "o"), "--quiet"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "no longer fails reply_f1_mean < 0.322 (reply_f1_mean = 0.323291)" in result.output
+    assert not (tmp_path / "o").exists()
