@@ -21,9 +21,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kame_sim.cli_errors import OneLineErrorsGroup
 from kame_sim.errors import InputError
 
 app = typer.Typer(
+    cls=OneLineErrorsGroup,
     help="Simulation and replay test bench for KAME-style tandem speech-to-speech systems.",
     no_args_is_help=True,
     add_completion=False,
