@@ -394,9 +394,19 @@ def check(
         Path | None,
         typer.Option(help="baseline sweep (directory or results.parquet) for the check's baseline tables"),
     ] = None,
+    shrink: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=100_000,
+            help="shrink each failed assertion's worst run with this replay budget (0: off)",
+        ),
+    ] = 0,
 ) -> None:
     """A CI robustness gate: run a small sweep, assert thresholds; exit 1 when one fails."""
     from kame_sim.sweep import run_check
+
+    shrinker = _check_shrinker(shrink) if shrink else None
 
     with _user_errors():
         progress = _progress_bar("checking", quiet)
@@ -406,10 +416,86 @@ def check(
             def report(done: int, total: int, failed: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            result = run_check(spec, out, workers, junit, markdown, resume, report, baseline, _sets(set_))
+            result = run_check(
+                spec, out, workers, junit, markdown, resume, report, baseline, _sets(set_), shrinker
+            )
     console.print(result.markdown, highlight=False, soft_wrap=True, markup=False)
     if not result.passed:
         raise typer.Exit(1)
+
+
+@app.command()
+def shrink(
+    run: Annotated[Path, typer.Argument(help="a run folder (or its trace) that fails the condition")],
+    fails: Annotated[
+        str, typer.Option(help='when a run fails: "METRIC OP VALUE", e.g. "reply_f1_mean < 0.3"')
+    ],
+    out: Annotated[Path | None, typer.Option(help="output folder (default: RUN/../<run>-shrunk)")] = None,
+    max_runs: Annotated[int, typer.Option(help="replay budget (cached replays are free)")] = 300,
+    tolerance: Annotated[float, typer.Option(help="bisection stops within this many seconds")] = 0.01,
+    timeline: Annotated[bool, typer.Option(help="draw the reproducer's timeline.png")] = True,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Minimal failing delay schedule: fewest events away from nominal, smallest delays."""
+    from kame_sim.shrink.run import shrink_run
+    from kame_sim.shrink.search import ShrinkError
+
+    with _user_errors():
+        progress = Progress(
+            TextColumn("[bold]shrinking[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("runs"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet or not err_console.is_terminal,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("", total=None)
+
+            def report(done: int, total: int, size: int, phase: str) -> None:
+                progress.update(task, completed=done, total=total, description=f"{phase}: {size} events")
+
+            try:
+                outcome = shrink_run(run, fails, out, max_runs, tolerance, report, timeline)
+            except ShrinkError as exc:
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+    console.print(outcome.summary(), highlight=False, soft_wrap=True)
+    for entry in outcome.result.entries:
+        text = f"  {escape(_entry_text(entry.entry))}: {escape(entry.note())}"
+        console.print(text, highlight=False, soft_wrap=True)
+    console.print(f"schedule: [bold]{outcome.schedule_path}[/]", highlight=False, soft_wrap=True)
+    if outcome.timeline_path is not None:
+        console.print(f"timeline: {outcome.timeline_path}", highlight=False, soft_wrap=True)
+    console.print(f"reproduce: [bold]{escape(outcome.command())}[/]", soft_wrap=True)
+
+
+def _entry_text(entry: dict[str, Any]) -> str:
+    ids = ", ".join(f"{k} {v}" for k, v in entry.items() if k not in ("kind", "seconds", "detail", "note"))
+    return f"{entry['kind']} ({ids})"
+
+
+def _check_shrinker(max_runs: int) -> Any:
+    """``check --shrink``: shrink a failed assertion's worst run into ``<check>/shrunk/<run>``."""
+    from kame_sim.shrink.run import shrink_run
+    from kame_sim.shrink.search import ShrinkError
+
+    def shrink(worst: Any, out_dir: Path) -> tuple[str | None, str]:
+        try:
+            outcome = shrink_run(
+                worst.folder,
+                worst.condition,
+                out_dir / "shrunk" / worst.folder.name,
+                max_runs=max_runs,
+                timeline=False,  # a gate stays quick; kame-sim report OUT/run draws it
+            )
+        except (ShrinkError, InputError) as exc:
+            return None, f"could not shrink: {exc}"
+        return outcome.command(), outcome.summary()
+
+    return shrink
 
 
 @app.command()

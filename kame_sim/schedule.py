@@ -58,7 +58,9 @@ KINDS: dict[str, tuple[tuple[str, int], ...]] = {
     "fault": (("stream", 1),),
 }
 _OPTIONAL = {"fault": ("detail",)}
-_TOP_KEYS = ("kame_sim_schedule", "source", "note", "entries")
+_TOP_KEYS = ("kame_sim_schedule", "source", "note", "unscheduled", "entries")
+#: The kinds an ``unscheduled`` table may give a fixed delay for (a fault has no "nominal" value).
+UNSCHEDULED_KINDS = ("stt_partial", "stt_final", "ttft", "chunk_gap")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class DelaySchedule:
     chunk_gap: dict[tuple[int, int], float] = field(default_factory=dict)
     fault: dict[int, Fault] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    #: kind -> the delay every event of that kind the entries do not cover gets instead of its draw
+    #: (the draw is still made). Empty: uncovered events keep their draws (the default).
+    unscheduled: dict[str, float] = field(default_factory=dict)
     path: Path | None = None
     sha256: str | None = None
 
@@ -87,25 +92,29 @@ class DelaySchedule:
 
     @property
     def has_stt(self) -> bool:
-        return bool(self.stt_partial or self.stt_final)
+        return bool(
+            self.stt_partial or self.stt_final or {"stt_partial", "stt_final"} & self.unscheduled.keys()
+        )
 
     @property
     def has_llm(self) -> bool:
-        return bool(self.ttft or self.chunk_gap or self.fault)
+        return bool(
+            self.ttft or self.chunk_gap or self.fault or {"ttft", "chunk_gap"} & self.unscheduled.keys()
+        )
 
     # -- the hooks ---------------------------------------------------------------------------------
 
     def partial_delay(self, utterance: int, word: int, drawn: float) -> float:
-        return self.stt_partial.get((utterance, word), drawn)
+        return self.stt_partial.get((utterance, word), self.unscheduled.get("stt_partial", drawn))
 
     def final_delay(self, utterance: int, drawn: float) -> float:
-        return self.stt_final.get(utterance, drawn)
+        return self.stt_final.get(utterance, self.unscheduled.get("stt_final", drawn))
 
     def first_token(self, stream: int, drawn: float) -> float:
-        return self.ttft.get(stream, drawn)
+        return self.ttft.get(stream, self.unscheduled.get("ttft", drawn))
 
     def gap(self, stream: int, chunk: int, drawn: float) -> float:
-        return self.chunk_gap.get((stream, chunk), drawn)
+        return self.chunk_gap.get((stream, chunk), self.unscheduled.get("chunk_gap", drawn))
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -126,14 +135,27 @@ class DelaySchedule:
             )
         return [entry for _, entry in sorted(out, key=lambda pair: pair[0])]
 
-    def to_json(self) -> str:
-        """The file's text: a small header, then one entry per line (easy to read, diff and edit)."""
+    def to_json(self, note: str | None = None, entry_notes: dict[tuple[Any, ...], str] | None = None) -> str:
+        """The file's text: a small header, then one entry per line (easy to read, diff and edit).
+
+        ``note`` (top level) and ``entry_notes`` (by :func:`attachment`) are written as ``note``
+        keys: what a tool that wrote the file wants a reader to know (shrink: nominal vs shrunk).
+        ``unscheduled`` is written only when set, so a run's own schedule reads as before.
+        """
         lines = [
             "{",
             f'  "kame_sim_schedule": {SCHEDULE_VERSION},',
             f'  "source": {json.dumps(self.source, sort_keys=True)},',
         ]
-        entries = [json.dumps(e, allow_nan=False) for e in self.entries()]
+        if note is not None:
+            lines.append(f'  "note": {json.dumps(note)},')
+        if self.unscheduled:
+            lines.append(f'  "unscheduled": {json.dumps(self.unscheduled, allow_nan=False)},')
+        notes = entry_notes or {}
+        entries = []
+        for e in self.entries():
+            text = notes.get(attachment(e))
+            entries.append(json.dumps(e if text is None else {**e, "note": text}, allow_nan=False))
         if entries:
             lines += ['  "entries": [', *(f"    {e}," for e in entries[:-1]), f"    {entries[-1]}", "  ]"]
         else:
@@ -145,7 +167,27 @@ class DelaySchedule:
         return path
 
 
+def attachment(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """What an entry is attached to, as a key: ``("ttft", 7)``, ``("chunk_gap", 7, 2)``."""
+    return (entry["kind"], *(entry[key] for key, _ in KINDS[entry["kind"]]))
+
+
 # -- reading -----------------------------------------------------------------------------------------
+
+
+def _unscheduled(path: Path, value: Any) -> dict[str, float]:
+    """The ``unscheduled`` table: a fixed delay per kind for the events the entries leave out."""
+    if not isinstance(value, dict):
+        raise InputError(path, "unscheduled", 'must be an object of kind -> seconds, e.g. {"ttft": 0.73}')
+    out: dict[str, float] = {}
+    for kind, seconds in value.items():
+        if kind not in UNSCHEDULED_KINDS:
+            shown = json.dumps(kind)
+            raise InputError(
+                path, f"unscheduled.{kind}", f"unknown kind {shown}; known: {', '.join(UNSCHEDULED_KINDS)}"
+            )
+        out[kind] = _seconds(path, "unscheduled", {"kind": kind, "seconds": seconds}, f"unscheduled.{kind}")
+    return out
 
 
 def _int_key(path: Path, where: str, entry: dict[str, Any], key: str, low: int) -> int:
@@ -159,17 +201,18 @@ def _int_key(path: Path, where: str, entry: dict[str, Any], key: str, low: int) 
     return value
 
 
-def _seconds(path: Path, where: str, entry: dict[str, Any]) -> float:
+def _seconds(path: Path, where: str, entry: dict[str, Any], field_: str | None = None) -> float:
     if "seconds" not in entry:
         raise InputError(path, where, f"{entry['kind']} needs 'seconds'")
     value = entry["seconds"]
+    field_ = field_ or f"{where}.seconds"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InputError(path, f"{where}.seconds", f"must be a number of seconds, got {json.dumps(value)}")
+        raise InputError(path, field_, f"must be a number of seconds, got {json.dumps(value)}")
     value = float(value)
     if not math.isfinite(value):
-        raise InputError(path, f"{where}.seconds", f"must be a finite number, got {value}")
+        raise InputError(path, field_, f"must be a finite number, got {value}")
     if not 0.0 <= value <= MAX_DELAY:
-        raise InputError(path, f"{where}.seconds", f"must be >= 0 and <= {MAX_DELAY:g}, got {value!r}")
+        raise InputError(path, field_, f"must be >= 0 and <= {MAX_DELAY:g}, got {value!r}")
     return value
 
 
@@ -199,7 +242,7 @@ def parse_schedule(text: str, path: Path) -> DelaySchedule:
     entries = data["entries"]
     if not isinstance(entries, list):
         raise InputError(path, "entries", "must be a list")
-    schedule = DelaySchedule(source=source)
+    schedule = DelaySchedule(source=source, unscheduled=_unscheduled(path, data.get("unscheduled", {})))
     seen: dict[tuple[Any, ...], int] = {}
     for i, entry in enumerate(entries):
         where = f"entries[{i}]"
@@ -274,7 +317,7 @@ def scenario_schedule(scenario: Scenario) -> DelaySchedule | None:
         return None
     schedule = load_schedule(path)
     field_ = "delays.schedule"
-    if scenario.replay.oracle_from is not None and len(schedule):
+    if scenario.replay.oracle_from is not None and (len(schedule) or schedule.unscheduled):
         raise InputError(
             "<scenario>", field_, "replay.oracle_from replays the oracle: no STT or LLM delays to schedule"
         )
@@ -310,7 +353,7 @@ _COLUMNS = ["event", "t_sim", "stream_id", "utterance", "text", "delay_s", "deta
 _EVENTS = {"user_word", "stt_partial", "stt_final", "llm_start", "llm_first_chunk", "llm_chunk", "llm_error"}
 
 
-def _word_index(text: str, spoken: list[str]) -> int:
+def word_index(text: str, spoken: list[str]) -> int:
     """Which word of its utterance a partial follows: its text is the words so far, space-joined.
 
     The simulated recogniser's partial ``i`` reads ``" ".join(words[: i + 1])``; the utterance's
@@ -352,7 +395,7 @@ def schedule_from_rows(rows: Iterable[dict[str, Any]], source: dict[str, Any] | 
             continue
         elif event == "stt_partial":
             u = row["utterance"]
-            key = (u, _word_index(row["text"] or "", words.get(u, [])))
+            key = (u, word_index(row["text"] or "", words.get(u, [])))
             schedule.stt_partial.setdefault(key, delay)
         elif event == "stt_final":
             schedule.stt_final.setdefault(row["utterance"], delay)

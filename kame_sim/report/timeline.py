@@ -13,6 +13,7 @@ needed and the caller's global matplotlib state (backend, open figures) is left 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -396,6 +397,7 @@ C_RESET = "#6a3d9a"
 C_FRONT = "#fdd49e"  # the front-end's own guess
 C_FRONT_EDGE = "#d7301f"
 C_ALERT = "#e31a1c"
+C_MARK = "#b10026"  # kame-sim shrink: an event its minimal schedule keeps away from nominal
 C_UNFED = "#a3a3a3"  # oracle text appended but never fed (a reset came first, or it was late)
 # One colour per oracle generation (in order, so consecutive generations always differ): its
 # fed tokens in the oracle strip, its text line, its stream's label and the front-end words that
@@ -912,6 +914,7 @@ def plot_timeline(
     seconds_per_inch: float = 1.25,
     row_seconds: float = 20.0,
     dpi: int = 110,
+    marks: Sequence[tuple[float, str]] = (),
 ) -> Path:
     """Draw the run's timeline to a PNG at ``path`` and return ``path``.
 
@@ -920,6 +923,8 @@ def plot_timeline(
     ``row_seconds`` is split into rows of exactly ``row_seconds`` each (the last one too, so that
     every row has the same scale), stacked vertically, each with its own copy of the lanes and
     its own time axis. ``t_range`` restricts the picture to a window (seconds of simulated time).
+    ``marks``: ``(t, label)`` pairs drawn as labelled vertical lines across every lane (``kame-sim
+    shrink`` marks the events its minimal schedule keeps away from nominal).
     """
     from matplotlib.figure import Figure
 
@@ -943,6 +948,23 @@ def plot_timeline(
     axes = fig.subplots(n_rows, 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     for ax, painter in zip(axes, painters, strict=True):
         painter.paint(ax)
+        for t, label in marks:
+            if painter.t0 <= t <= painter.t1:
+                ax.axvline(t, color=C_MARK, lw=1.1, ls=(0, (3, 2)), zorder=7)
+                ax.annotate(
+                    label,
+                    (t, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(2, -2),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=C_MARK,
+                    fontweight="bold",
+                    va="top",
+                    ha="left",
+                    zorder=8,
+                    bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 0.5},
+                )
     for ax in axes:
         ax.set_xlabel("simulated time (s)", fontsize=7, labelpad=1)
     window = f"window {t0:.1f}–{t1:.1f} s" if t_range is not None else f"{data.t_end:.1f} s simulated"
@@ -962,7 +984,14 @@ def plot_timeline(
         fontsize=10,
     )
     ncol = max(3, min(7, int(width / 2.3)))
-    fig.legend(handles=_legend_handles(), loc="outside lower center", ncol=ncol, fontsize=7.5, frameon=False)
+    handles = _legend_handles()
+    if marks:
+        from matplotlib.lines import Line2D
+
+        handles.append(
+            Line2D([], [], color=C_MARK, ls=(0, (3, 2)), lw=1.1, label="shrunk event (away from nominal)")
+        )
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=7.5, frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")

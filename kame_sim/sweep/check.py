@@ -41,9 +41,10 @@ import difflib
 import json
 import math
 import operator
+import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,7 +59,8 @@ from kame_sim.metrics import RUN_METRIC_COLUMNS, aggregate
 from kame_sim.metrics.aggregate import _rng
 from kame_sim.metrics.paired import PairedDifference, Sample, paired_difference
 from kame_sim.paths import make_output_dir, plain_name_problem
-from kame_sim.sweep.runner import ProgressCallback, SweepResult, execute_plan
+from kame_sim.shrink.condition import NEGATION, Condition
+from kame_sim.sweep.runner import RUNS_DIR, ProgressCallback, SweepResult, execute_plan, folders_by_id
 from kame_sim.sweep.spec import SweepPlan, flatten_dotted, load_sweep, parse_spec, plan_sweep
 
 Stat = Literal["mean", "median", "p95", "max", "min"]
@@ -76,6 +78,8 @@ CHECK_KEYS = frozenset(
     {"name", "description", "sweep", "assert", "allow_failed_runs", "baseline", "baseline_results"}
 )
 Direction = Literal["lower", "higher"]
+#: (the worst run of a failed assertion, the check's folder) -> (reproducer command or None, summary)
+Shrinker = Callable[["WorstRun", Path], tuple[str | None, str]]
 Judge = Literal["significant", "mean"]
 
 
@@ -169,6 +173,60 @@ class AssertionOutcome:
     n_runs: int
     passed: bool
     message: str
+    worst: WorstRun | None = None
+
+
+@dataclass(frozen=True)
+class WorstRun:
+    """The run of a failed assertion that fails it most, and the command that shrinks it.
+
+    The per-run condition is the assertion's comparison negated and applied to one run (an
+    assertion ``mean(x) >= 0.3`` fails on runs with ``x < 0.3``); "most" is the largest value for
+    ``<``/``<=``, the smallest for ``>``/``>=``, the farthest for ``==``.
+    """
+
+    run_id: str
+    folder: Path
+    seed: int
+    conversation_id: str
+    value: float
+    condition: Condition
+    reproducer: str | None = None  # ``kame-sim run .../scenario.toml`` when check shrank it
+    shrunk: str | None = None  # the shrink's one-line summary (or why it could not shrink)
+
+    def shrink_command(self) -> str:
+        return f'kame-sim shrink {shlex.quote(str(self.folder))} --fails "{self.condition.text()}"'
+
+    def text(self) -> str:
+        return (
+            f"worst run {self.run_id} (seed {self.seed}, conversation {self.conversation_id}): "
+            f"{self.condition.metric} = {self.value:.6g}, folder {self.folder}"
+        )
+
+
+def worst_run(assertion: Assertion, runs: pa.Table, plan: SweepPlan, runs_dir: Path) -> WorstRun | None:
+    """The selected run that violates ``assertion`` most on its own (None when none does)."""
+    condition = Condition(assertion.metric, NEGATION[assertion.op], assertion.value)
+    rows = [r for r in runs.select(["run_id", assertion.metric]).to_pylist() if condition.holds_for(r)]
+    if not rows:
+        return None
+
+    def badness(row: dict[str, Any]) -> float:
+        v = float(row[assertion.metric])
+        return (
+            v
+            if assertion.op in ("<", "<=")
+            else -v
+            if assertion.op in (">", ">=")
+            else abs(v - assertion.value)
+        )
+
+    row = max(rows, key=badness)  # the first of equals: the table's (plan) order
+    planned = {r.run_id: r for r in plan.runs}[row["run_id"]]
+    folder = folders_by_id(runs_dir).get(planned.run_id, runs_dir / planned.folder)
+    return WorstRun(
+        planned.run_id, folder, planned.seed, planned.conversation_id, float(row[assertion.metric]), condition
+    )
 
 
 @dataclass(frozen=True)
@@ -388,7 +446,10 @@ def estimate(runs: pa.Table, metric: str, stat: str) -> Estimate:
     return Estimate(agg[stat], agg[f"{stat}_low"], agg[f"{stat}_high"], n)
 
 
-def _judge(assertion: Assertion, table: pa.Table, plan: SweepPlan) -> AssertionOutcome:
+def _judge(
+    assertion: Assertion, table: pa.Table, plan: SweepPlan, runs_dir: Path | None = None
+) -> AssertionOutcome:
+    """The verdict; a failed one names its worst run and the shrink command (``runs_dir`` given)."""
     runs = _selected(table, plan, assertion.where)
     base = {
         "name": assertion.label(),
@@ -421,6 +482,7 @@ def _judge(assertion: Assertion, table: pa.Table, plan: SweepPlan) -> AssertionO
         f"measured {assertion.stat}({assertion.metric}) = {est.value:.6g} over {est.n} runs; "
         f"{verb} {assertion.op} {assertion.value:g}"
     )
+    worst = None if passed or runs_dir is None else worst_run(assertion, runs, plan, runs_dir)
     return AssertionOutcome(
         **base,
         measured=est.value,
@@ -429,6 +491,7 @@ def _judge(assertion: Assertion, table: pa.Table, plan: SweepPlan) -> AssertionO
         n_runs=est.n,
         passed=passed,
         message=message,
+        worst=worst,
     )
 
 
@@ -682,6 +745,18 @@ def render_markdown(
         measured = _fmt(o.measured) if o.measured is not None else "no data"
         result = "✅ pass" if o.passed else "❌ FAIL"
         lines.append(f"| {_cell(o.name)} | {measured} | {ci} | {_cell(threshold)} | {o.n_runs} | {result} |")
+    for o in outcomes:
+        if o.worst is not None:
+            lines += [
+                "",
+                f"**{_cell(o.name)}**: {_cell(o.worst.text())}. A minimal failing delay schedule for it:",
+                "",
+                f"    {o.worst.shrink_command()}",
+            ]
+            if o.worst.shrunk is not None:
+                lines += ["", f"Shrunk: {_cell(o.worst.shrunk)}"]
+            if o.worst.reproducer is not None:
+                lines += ["", "Reproduce it:", "", f"    {o.worst.reproducer}"]
     if baseline:
         lines += _baseline_markdown(baseline, baseline_path)
     return "\n".join(lines) + "\n"
@@ -761,6 +836,17 @@ def write_junit(
                 f"measured: {_fmt(o.measured)}\nthreshold: {o.op} {o.threshold:g}\n"
                 f"metric: {o.stat}({o.metric}){_where_text(o.where)}\nruns: {o.n_runs}"
             )
+            if o.worst is not None:
+                failure.text += (
+                    f"\nworst run: {o.worst.run_id}\nseed: {o.worst.seed}\n"
+                    f"conversation: {o.worst.conversation_id}\n"
+                    f"{o.worst.condition.metric}: {o.worst.value:.6g}\n"
+                    f"folder: {o.worst.folder}\nshrink: {o.worst.shrink_command()}"
+                )
+                if o.worst.shrunk is not None:
+                    failure.text += f"\nshrunk: {o.worst.shrunk}"
+                if o.worst.reproducer is not None:
+                    failure.text += f"\nreproducer: {o.worst.reproducer}"
     for b in baseline:
         case = ET.SubElement(
             suite,
@@ -794,6 +880,7 @@ def run_check(
     progress: ProgressCallback | None = None,
     baseline: Path | None = None,
     cli_set: dict[str, Any] | None = None,
+    shrink: Shrinker | None = None,
 ) -> CheckResult:
     """Run a check file's sweep into ``out_dir`` (default ``traces/checks/<name>``) and judge it.
 
@@ -803,7 +890,9 @@ def run_check(
     directory or results.parquet; default: the file's ``baseline_results``) is what the
     ``[[baseline]]`` tables compare against. ``resume`` is off
     by default, unlike for sweeps: run ids do not cover the code, so a gate re-run after a code
-    change must not judge runs the old code made.
+    change must not judge runs the old code made. ``shrink`` (``kame-sim check --shrink N``) is
+    called with each failed assertion's worst run and the check's folder and returns the
+    reproducer command and a summary, which the reports then name.
     """
     check = load_check(Path(check_path), cli_set)
     base = load_baseline(check, baseline)
@@ -818,7 +907,13 @@ def run_check(
                 raise InputError(target, flag, "is a folder, not a file")
             make_output_dir(Path(target).parent, flag)
     sweep = execute_plan(check.plan, out, workers, resume, progress)
-    outcomes = [_judge(a, sweep.table, check.plan) for a in check.assertions]
+    runs_dir = sweep.out_dir.resolve() / RUNS_DIR
+    outcomes = [_judge(a, sweep.table, check.plan, runs_dir) for a in check.assertions]
+    if shrink is not None:
+        for i, o in enumerate(outcomes):
+            if o.worst is not None:
+                command, summary = shrink(o.worst, out)
+                outcomes[i] = replace(o, worst=replace(o.worst, reproducer=command, shrunk=summary))
     outcomes.append(_completion(check, sweep))
     against = (
         [o for b in check.baseline for o in judge_baseline(b, sweep.table, check.plan, base)] if base else []
