@@ -267,8 +267,8 @@ def _deltas(results: Sequence[BranchResult]) -> pa.Table:
     return pa.table({k: pa.array(v, type=t) for (k, v), t in zip(rows.items(), types, strict=True)})
 
 
-def run_fork(plan: ForkPlan, progress: ProgressCallback | None = None) -> list[BranchResult]:
-    """Write each branch's schedule and scenario, run the branches, compare, write the comparison."""
+def write_branches(plan: ForkPlan) -> OutputDir:
+    """Each branch's schedule and runnable scenario, listed in the fork folder's manifest."""
     folder = check_out(plan.out, plan.branches, plan.overwrite)
     folder.remove_previous()
     try:
@@ -284,15 +284,22 @@ def run_fork(plan: ForkPlan, progress: ProgressCallback | None = None) -> list[B
         folder.rollback()
         raise
     folder.commit()
-    dirs = [plan.out / b.name for b in plan.branches]
-    runs: list[RunResult]
+    return folder
+
+
+def run_branches(plan: ForkPlan, progress: ProgressCallback | None = None) -> list[RunResult]:
+    """Run the branches: one lockstep batch with the real front-end, else one after the other."""
+    dirs: list[Path | None] = [plan.out / b.name for b in plan.branches]
+    scenarios = [b.scenario for b in plan.branches]
     if isinstance(plan.original.frontend, KameSettings) and len(plan.branches) > 1:
-        runs = run_batch([b.scenario for b in plan.branches], dirs, plan.overwrite, progress)
-    else:
-        runs = [
-            run_scenario(b.scenario, d, plan.overwrite, progress)
-            for b, d in zip(plan.branches, dirs, strict=True)
-        ]
+        return run_batch(scenarios, dirs, plan.overwrite, progress)
+    return [run_scenario(sc, d, plan.overwrite, progress) for sc, d in zip(scenarios, dirs, strict=True)]
+
+
+def run_fork(plan: ForkPlan, progress: ProgressCallback | None = None) -> list[BranchResult]:
+    """Write the branches, run them, compare each with the original, write the comparison."""
+    folder = write_branches(plan)
+    runs = run_branches(plan, progress)
     results = []
     original_trace = plan.run / TRACE_FILENAME
     for b, run in zip(plan.branches, runs, strict=True):
