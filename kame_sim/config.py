@@ -371,8 +371,16 @@ class SwitchSettings(_Section):
     :data:`SWITCHABLE_POLICY_KEYS` may differ from ``[policy]``.
     """
 
-    at: float = Field(..., ge=0, le=MAX_RUN_S, description="seconds: the policy changes at this tick")
-    policy: PolicySettings
+    at: float | None = Field(None, ge=0, le=MAX_RUN_S, description="seconds: the policy changes at this tick")
+    # not nullable (a nullable union loses its discriminator, and its errors their key): unset is
+    # told by ``model_fields_set`` (:meth:`given`)
+    policy: PolicySettings = Field(
+        default_factory=PollPolicySettings, description="the settings that change (merged into [policy])"
+    )
+
+    def given(self) -> bool:
+        """Whether the section was written at all (``at`` or ``policy``)."""
+        return self.at is not None or "policy" in self.model_fields_set
 
 
 FRONTEND_KINDS = frozenset({"behavioural", "kame"})
@@ -403,7 +411,7 @@ class Scenario(_Section):
     frontend: FrontendSettings = Field(default_factory=BehaviouralSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     delays: DelaysSettings = Field(default_factory=DelaysSettings)
-    switch: SwitchSettings | None = None
+    switch: SwitchSettings = Field(default_factory=SwitchSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -433,7 +441,7 @@ class Scenario(_Section):
         data = self.model_dump(mode="json")
         if self.delays.schedule is None:
             del data["delays"]
-        if self.switch is None:
+        if not self.switch.given():
             del data["switch"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -661,8 +669,11 @@ def check_ranges(scenario: Scenario, source: str | Path = "<scenario>") -> None:
 def check_switch(scenario: Scenario, source: str | Path = "<scenario>") -> None:
     """``[switch]``: the same policy kind, and only settings that can change mid-run do."""
     switch = scenario.switch
-    if switch is None:
+    if not switch.given():
         return
+    if switch.at is None or "policy" not in switch.model_fields_set:
+        missing = "at" if switch.at is None else "policy"
+        raise InputError(source, f"switch.{missing}", "missing ([switch] needs both at and policy)")
     before, after = scenario.policy, switch.policy
     if after.kind != before.kind:
         raise InputError(

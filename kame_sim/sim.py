@@ -163,7 +163,7 @@ class Session:
             self.poll = StreamManagerPolicy(p.restart_word_delta, p.max_starts, to_ticks(p.rate_window))
             self.drain_max = None
         # [switch]: the policy settings from tick switch_at on (kame-sim fork, docs/fork.md)
-        self.switch_at = None if sc.switch is None else to_ticks(sc.switch.at)
+        self.switch_at = None if sc.switch.at is None else to_ticks(sc.switch.at)
 
     def _now_s(self) -> float:
         return self.env.now / TICKS_PER_SECOND
@@ -220,7 +220,7 @@ class Session:
         assert isinstance(settings, PollPolicySettings)
         interval = to_ticks(settings.poll_interval)
         switch_at, new = self.switch_at, None
-        if self.scenario.switch is not None:
+        if self.switch_at is not None:
             new_settings = self.scenario.switch.policy
             assert isinstance(new_settings, PollPolicySettings)
             new = to_ticks(new_settings.poll_interval)
@@ -244,7 +244,6 @@ class Session:
 
     def _apply_switch(self) -> None:
         """The pure policy object gets the new settings; its state (starts, live streams) stays."""
-        assert self.scenario.switch is not None
         p = self.scenario.switch.policy
         if isinstance(p, MultiplexerPolicySettings):
             mux = self.mux
@@ -265,7 +264,6 @@ class Session:
         self.trace.row("policy_switch", self._now_s(), detail=self._switch_detail())
 
     def _switch_detail(self) -> str:
-        assert self.scenario.switch is not None
         before, after = self.policy_settings, self.scenario.switch.policy
         keys = [k for k in type(before).model_fields if getattr(before, k) != getattr(after, k)]
         changed = [f"{k}={getattr(after, k)!r}" for k in keys]

@@ -102,7 +102,7 @@ def test_several_branches_of_one_prefix_are_planned_and_run_as_one_each(run: Pat
         (["--at", "5", "--set", "stream.99.ttft=fast"], "--set stream.99.ttft: must be a number of seconds"),
         (["--at", "5", "--set", "stream.99.speed=1"], "expected stream.N.ttft"),
         (["--at", "5", "--set", "stream.1.ttft=1"], "--set stream.1: stream 1 started at"),
-        (["--at", "5", "--set", "llm.ttft.median=1"], "llm.ttft"),
+        (["--at", "5", "--set", "llm.ttft.median=1"], "llm.ttft is a mixture model"),
         (["--at", "5", "--set", "llm.ttft={kind='lognormal', median=-1.0, sigma=0.3}"], "llm.ttft"),
         (["--at", "5", "--set", "stt.final.0=1", "--set", "stt.final.0=2"], "given twice"),
         (["--at", "5", "--branch", "stream.9.ttft='1"], "--branch: cannot split"),
@@ -170,7 +170,7 @@ def test_a_switch_section_merges_into_the_policy_and_round_trips(tmp_path: Path)
         DEMO_SCENARIO,
         {"policy.restart_word_delta": 3, "switch.at": 4.0, "switch.policy": {"poll_interval": 1.0}},
     )
-    assert sc.switch is not None
+    assert sc.switch.given() and sc.switch.at == 4.0
     assert sc.switch.policy.poll_interval == 1.0
     assert sc.switch.policy.restart_word_delta == 3, "what the switch does not name stays [policy]'s"
     path = write_scenario(sc, tmp_path / "s.toml")
@@ -185,11 +185,13 @@ def test_a_switch_section_merges_into_the_policy_and_round_trips(tmp_path: Path)
         ({}, {"kind": "multiplexer"}, "switch.policy.kind"),
         ({"policy.kind": "multiplexer"}, {"warmup": False}, "switch.policy.warmup"),
         ({}, {"poll_interval": 1e-6}, "switch.policy.poll_interval"),
+        ({}, None, "switch.policy"),
     ],
 )
 def test_a_switch_of_what_cannot_change_mid_run_is_refused(policy, switch, field):
     with pytest.raises(InputError) as err:
-        load_scenario(DEMO_SCENARIO, {**policy, "switch.at": 4.0, "switch.policy": switch})
+        sets = {"switch.at": 4.0} if switch is None else {"switch.at": 4.0, "switch.policy": switch}
+        load_scenario(DEMO_SCENARIO, {**policy, **sets})
     assert err.value.field == field
 
 

@@ -177,13 +177,32 @@ def branch_groups(sets: Sequence[str], branches: Sequence[str]) -> list[list[str
     return groups
 
 
+def _check_model_key(data: dict[str, Any], key: str) -> None:
+    """A key inside a delay model must be one of the original's model's keys (else: set it whole)."""
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        if i >= 2 and (not isinstance(node, dict) or part not in node):
+            model = ".".join(parts[:2])
+            kind = data[parts[0]][parts[1]].get("kind", "?")
+            known = ", ".join(k for k in node if k != "kind") if isinstance(node, dict) else "none"
+            raise InputError(
+                "<cli>",
+                f"--set {key}",
+                f"the run's {model} is a {kind} model with keys {known}; set a key it has, or the whole "
+                f"model ({model}={{kind=...}})",
+            )
+        node = node[part] if isinstance(node, dict) else None
+
+
 def _branch_scenario(original: Scenario, changes: BranchChanges, at: float, schedule_path: Path) -> Scenario:
     data = json.loads(original.resolved_json())
     for key, value in changes.models.items():
+        _check_model_key(data, key)
         set_dotted(data, key, value)
     data["delays"] = {"schedule": str(schedule_path)}
     if changes.policy:
-        if original.switch is not None:
+        if original.switch.at is not None:
             raise InputError(
                 "<cli>",
                 "--set policy",
@@ -241,10 +260,14 @@ def check_out(out: Path, branches: Sequence[Branch], overwrite: bool) -> OutputD
 
 
 def first_divergence(a: TraceData, b: TraceData) -> float | None:
-    """The ``t_sim`` of the first row (in trace order) that differs, wall columns aside."""
+    """The ``t_sim`` of the first row (in trace order) that differs, wall columns aside.
+
+    ``policy_switch`` rows are left out: they say where a change was made, not what it changed.
+    """
     ta = a.table.drop_columns([c for c in WALL_COLUMNS if c in a.table.column_names] + ["seq"])
     tb = b.table.drop_columns([c for c in WALL_COLUMNS if c in b.table.column_names] + ["seq"])
-    ra, rb = ta.to_pylist(), tb.to_pylist()
+    ra = [r for r in ta.to_pylist() if r["event"] != "policy_switch"]
+    rb = [r for r in tb.to_pylist() if r["event"] != "policy_switch"]
     for x, y in zip(ra, rb, strict=False):
         if x != y:
             return min(x["t_sim"], y["t_sim"])
