@@ -785,8 +785,18 @@ def fork(
 
     with _user_errors():
         plan = plan_fork(run_dir, at, branch_groups(set_ or [], branch or []), out, overwrite)
-        label = f"forking {len(plan.branches)} branch{'es' if len(plan.branches) > 1 else ''} at {at:g} s"
-        with _progress_bar(label, quiet) as progress:
+        n = len(plan.branches)
+        progress = Progress(
+            TextColumn(f"[bold]forking {n} branch{'es' if n > 1 else ''} at {at:g} s[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("frames"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet or not err_console.is_terminal,
+            transient=True,
+        )
+        with progress:
             task = progress.add_task("frames", total=None)
             results = run_fork(plan, lambda done, total: progress.update(task, completed=done, total=total))
     for r in results:

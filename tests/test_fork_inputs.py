@@ -4,6 +4,7 @@ the CLI writes the comparison; [switch] scenarios load, refuse what cannot chang
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,16 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(run, tmp_pa
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert expected in lines[0]
     assert not out.exists()
+
+
+def test_a_fork_never_writes_into_the_run_it_forks(run: Path, tmp_path: Path):
+    named = tmp_path / "branch"  # a run folder named like the branch folder of a fork next to it
+    shutil.copytree(run, named)
+    for folder, out in ((run, run), (named, tmp_path)):
+        before = sorted(p.name for p in folder.iterdir())
+        result = invoke("fork", folder, "--at", 1, "--out", out, "--overwrite", "--quiet")
+        assert result.exit_code == 2 and "would write into the run being forked" in result.output
+        assert sorted(p.name for p in folder.iterdir()) == before
 
 
 def test_run_must_be_a_finished_run_folder(run: Path, tmp_path: Path):

@@ -245,11 +245,20 @@ def plan_fork(
         schedule.source = {"forked_from": str(run), "at": at, "set": list(group)}
         scenario = _branch_scenario(original, changes, at, (out / f"{name}.schedule.json").resolve())
         branches.append(Branch(name, changes, scenario, schedule))
-    check_out(out, branches, overwrite)
+    check_out(out, branches, overwrite, run)
     return ForkPlan(run, original, trace, conversation, at, out, branches, overwrite)
 
 
-def check_out(out: Path, branches: Sequence[Branch], overwrite: bool) -> OutputDir:
+def check_out(out: Path, branches: Sequence[Branch], overwrite: bool, run: Path | None = None) -> OutputDir:
+    """The fork folder: not the original's folder (nor a branch's run folder: that would replace
+    the original's trace), no foreign files where the fork writes, an earlier fork only with
+    ``overwrite``."""
+    if run is not None:
+        here = run.resolve()
+        if here in (out.resolve(), *((out / b.name).resolve() for b in branches)):
+            raise InputError(
+                out, "--out", f"would write into the run being forked ({run}); choose another folder"
+            )
     folder = OutputDir(out, "fork folder")
     if folder.written and not overwrite:
         raise InputError(out, None, "already holds a fork's output; pass --overwrite or choose --out")
@@ -292,7 +301,7 @@ def _deltas(results: Sequence[BranchResult]) -> pa.Table:
 
 def write_branches(plan: ForkPlan) -> OutputDir:
     """Each branch's schedule and runnable scenario, listed in the fork folder's manifest."""
-    folder = check_out(plan.out, plan.branches, plan.overwrite)
+    folder = check_out(plan.out, plan.branches, plan.overwrite, plan.run)
     folder.remove_previous()
     try:
         for b in plan.branches:
