@@ -162,3 +162,15 @@ def test_a_switch_with_the_same_settings_changes_nothing_but_its_row(original, t
     rest = branch.filter(pc.not_equal(branch["event"], "policy_switch")).drop_columns(["seq"])
     assert rest.equals(orig.drop_columns(["seq"]))
     assert events(branch, "policy_switch")[0]["detail"] == "no change"
+
+
+def test_a_fork_of_a_branch_keeps_the_branch_s_own_edits_and_switch(tmp_path: Path):
+    run = tmp_path / "orig"
+    run_scenario(load_scenario(DEMO_SCENARIO, {"run.max_seconds": SECONDS}), run)
+    orig = deterministic(run / "trace.arrows")
+    late = max(r["stream_id"] for r in events(orig, "llm_start"))
+    first = fork(run, 9.0, f"stream.{late}.ttft=2.0", "policy.poll_interval=1.0", out=tmp_path / "f1")
+    # forked again earlier, without a change: the edit of a stream after 5 s and the switch at 9 s
+    # are the branch's own scenario (its schedule, its [switch]), so they stay
+    again = fork(first.parent, 5.0, out=tmp_path / "f2")
+    assert deterministic(again).equals(deterministic(first))
