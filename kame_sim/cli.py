@@ -881,6 +881,68 @@ def _compare_sweeps(
         console.print(f"table: [bold]{cmp.write_table(result, out)}[/]")
 
 
+@app.command()
+def fork(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="the run folder to fork (trace + scenario)")],
+    at: Annotated[
+        float, typer.Option("--at", help="the fork time in seconds: the branch equals RUN before it")
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="a change from the fork on: llm.ttft.median=2.0, policy.poll_interval=1.0, "
+            "stream.7.ttft=3.0, stream.7.fault=0.5, stt.final.3=1.2 (repeatable; one branch)",
+        ),
+    ] = None,
+    branch: Annotated[
+        list[str] | None,
+        typer.Option(help='another branch of the same prefix: "KEY=VALUE KEY=VALUE" (repeatable)'),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="output folder (default: RUN-fork-at-Ts next to RUN)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an earlier fork's output in the folder")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Replay RUN exactly up to --at, change the back-end from there, compare the branches (docs/fork.md)."""
+    from kame_sim import compare as cmp
+    from kame_sim.fork.runner import branch_groups, plan_fork, run_fork
+
+    with _user_errors():
+        plan = plan_fork(run_dir, at, branch_groups(set_ or [], branch or []), out, overwrite)
+        n = len(plan.branches)
+        progress = Progress(
+            TextColumn(f"[bold]forking {n} branch{'es' if n > 1 else ''} at {at:g} s[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("frames"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet or not err_console.is_terminal,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("frames", total=None)
+            results = run_fork(plan, lambda done, total: progress.update(task, completed=done, total=total))
+    for r in results:
+        changes = " ".join(r.branch.changes.assignments) or "nothing (the original replayed)"
+        diverge = "never (identical)" if r.first_divergence is None else f"t = {r.first_divergence:.3f} s"
+        console.print(f"[bold]{r.branch.name}[/]: {escape(changes)} · traces first differ at {diverge}")
+        table = Table(header_style="bold")
+        for col in ("metric", "original", r.branch.name, "Δ"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        changed = [m for m in r.comparison.metrics if m.changed()]
+        for m in changed:
+            table.add_row(m.name, cmp.fmt(m.a), cmp.fmt(m.b), cmp.signed(m.delta))
+        if changed:
+            console.print(table)
+        console.print(
+            f"{len(r.comparison.metrics) - len(changed)} metrics unchanged · trace {r.result.trace_path}"
+        )
+    console.print(f"fork: [bold]{plan.out}[/] (deltas.csv, fork.json, one PNG per branch)")
+
+
 @app.command("fdb")
 def fdb_command(
     run: Annotated[Path, typer.Argument(help="run directory or trace.arrows file")],

@@ -399,8 +399,12 @@ def plot_comparison(
     seconds_per_inch: float = 1.25,
     row_seconds: float = 20.0,
     dpi: int = 110,
+    mark_at: float | None = None,
+    title: str | None = None,
 ) -> Path:
     """Run A's timeline above run B's, window by window, on one shared time axis (a PNG).
+
+    ``mark_at``: a time (s) marked by a vertical line in every panel (``kame-sim fork``'s fork time).
 
     The lanes are :mod:`kame_sim.report.timeline`'s, drawn by its row painter; a run longer than
     ``row_seconds`` is split into windows of exactly that length (as the single-run timeline is),
@@ -423,6 +427,18 @@ def plot_comparison(
     axes = fig.subplots(len(painters), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     for k, (ax, painter) in enumerate(zip(axes, painters, strict=True)):
         painter.paint(ax)
+        if mark_at is not None and i_window(k, row_len) <= mark_at <= i_window(k, row_len) + row_len:
+            ax.axvline(mark_at, color="crimson", linewidth=1.4, linestyle="--", zorder=10)
+            if k % 2 == 0:
+                ax.annotate(
+                    f"fork at {mark_at:g} s",
+                    (mark_at, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(3, -10),
+                    textcoords="offset points",
+                    color="crimson",
+                    fontsize=8,
+                )
         if k % 2:
             ax.sharex(axes[k - 1])
         d = data[k % 2]
@@ -433,7 +449,8 @@ def plot_comparison(
             loc="left",
         )
     axes[-1].set_xlabel("simulated time (s)", fontsize=8)
-    fig.suptitle(f"kame-sim compare — {labels[0]} (upper) vs {labels[1]} (lower) of each pair", fontsize=10)
+    title = title or f"kame-sim compare — {labels[0]} (upper) vs {labels[1]} (lower) of each pair"
+    fig.suptitle(title, fontsize=10)
     ncol = max(3, min(7, int(width / 2.3)))
     fig.legend(
         handles=tl._legend_handles(), loc="outside lower center", ncol=ncol, fontsize=7.5, frameon=False
@@ -445,6 +462,11 @@ def plot_comparison(
 
 
 # -- text ------------------------------------------------------------------------------------------
+
+
+def i_window(panel: int, row_len: float) -> float:
+    """Where the window of ``panel`` (two panels, A and B, per window) starts (s)."""
+    return (panel // 2) * row_len
 
 
 def fmt(value: Any, digits: int = 4) -> str:

@@ -18,7 +18,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from kame_sim.conversation.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
@@ -336,6 +345,44 @@ class DelaysSettings(_Section):
     schedule: PathField | None = Field(None, description="schedule file whose delays replace the draws")
 
 
+#: Policy settings a run can change at ``switch.at`` (the rest shape the session from its start:
+#: the queue's bound, the warm-up sent before the first stream, the policy's kind).
+SWITCHABLE_POLICY_KEYS: dict[str, tuple[str, ...]] = {
+    "poll": ("poll_interval", "restart_word_delta", "max_starts", "rate_window"),
+    "multiplexer": (
+        "min_restart_interval",
+        "trailing_start",
+        "final_bypass",
+        "skip_final_equal_to_requested",
+        "require_user_input",
+        "max_prompt_chars",
+        "max_concurrent_streams",
+        "drain_budget",
+        "drain_event_cost",
+    ),
+}
+
+
+class SwitchSettings(_Section):
+    """Policy settings that take effect at a simulated time (``kame-sim fork``, docs/fork.md).
+
+    ``policy`` lists only what changes; it is merged into ``[policy]`` when the scenario is read, so
+    the resolved scenario holds the whole policy from ``at`` on. Only
+    :data:`SWITCHABLE_POLICY_KEYS` may differ from ``[policy]``.
+    """
+
+    at: float | None = Field(None, ge=0, le=MAX_RUN_S, description="seconds: the policy changes at this tick")
+    # not nullable (a nullable union loses its discriminator, and its errors their key): unset is
+    # told by ``model_fields_set`` (:meth:`given`)
+    policy: PolicySettings = Field(
+        default_factory=PollPolicySettings, description="the settings that change (merged into [policy])"
+    )
+
+    def given(self) -> bool:
+        """Whether the section was written at all (``at`` or ``policy``)."""
+        return self.at is not None or "policy" in self.model_fields_set
+
+
 FRONTEND_KINDS = frozenset({"behavioural", "kame"})
 
 
@@ -364,6 +411,21 @@ class Scenario(_Section):
     frontend: FrontendSettings = Field(default_factory=BehaviouralSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     delays: DelaysSettings = Field(default_factory=DelaysSettings)
+    switch: SwitchSettings = Field(default_factory=SwitchSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_switch_policy(cls, data: Any) -> Any:
+        """``switch.policy`` names only what changes: the rest is ``[policy]``'s."""
+        if not isinstance(data, dict) or not isinstance(data.get("switch"), dict):
+            return data
+        switch = data["switch"]
+        base = data.get("policy", {})
+        if isinstance(switch.get("policy"), dict) and isinstance(base, dict):
+            merged = {**base, **switch["policy"]}
+            merged.setdefault("kind", "poll")
+            data = {**data, "switch": {**switch, "policy": merged}}
+        return data
 
     @property
     def frame_seconds(self) -> float:
@@ -373,12 +435,14 @@ class Scenario(_Section):
     def resolved_json(self) -> str:
         """The resolved settings as canonical JSON (sorted keys) for trace metadata and hashing.
 
-        An unset ``[delays]`` section is left out, so a run without a schedule resolves (and a sweep
-        run's id hashes) exactly as before the section existed.
+        An unset ``[delays]`` (or ``[switch]``) section is left out, so a run without a schedule
+        resolves (and a sweep run's id hashes) exactly as before the section existed.
         """
         data = self.model_dump(mode="json")
         if self.delays.schedule is None:
             del data["delays"]
+        if not self.switch.given():
+            del data["switch"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
@@ -599,3 +663,34 @@ def check_ranges(scenario: Scenario, source: str | Path = "<scenario>") -> None:
             raise InputError(source, f"policy.{key}", f"must be >= {low:g}, got {value:g}")
         if high is not None and value > high:
             raise InputError(source, f"policy.{key}", f"must be <= {high:g}, got {value:g}")
+    check_switch(scenario, source)
+
+
+def check_switch(scenario: Scenario, source: str | Path = "<scenario>") -> None:
+    """``[switch]``: the same policy kind, and only settings that can change mid-run do."""
+    switch = scenario.switch
+    if not switch.given():
+        return
+    if switch.at is None or "policy" not in switch.model_fields_set:
+        missing = "at" if switch.at is None else "policy"
+        raise InputError(source, f"switch.{missing}", "missing ([switch] needs both at and policy)")
+    before, after = scenario.policy, switch.policy
+    if after.kind != before.kind:
+        raise InputError(
+            source, "switch.policy.kind", f"cannot change mid-run ({before.kind!r} -> {after.kind!r})"
+        )
+    allowed = SWITCHABLE_POLICY_KEYS[before.kind]
+    for key in type(before).model_fields:
+        if getattr(before, key) != getattr(after, key) and key not in allowed:
+            raise InputError(
+                source,
+                f"switch.policy.{key}",
+                f"cannot change mid-run (it shapes the session from its start); can: {', '.join(allowed)}",
+            )
+    for key, (low, high) in POLICY_LIMITS.items():
+        value = getattr(after, key, None)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"{'-inf' if low is None else f'{low:g}'} .. {'inf' if high is None else f'{high:g}'}"
+            raise InputError(source, f"switch.policy.{key}", f"must be within {bounds}, got {value:g}")

@@ -162,6 +162,8 @@ class Session:
             p = sc.policy
             self.poll = StreamManagerPolicy(p.restart_word_delta, p.max_starts, to_ticks(p.rate_window))
             self.drain_max = None
+        # [switch]: the policy settings from tick switch_at on (kame-sim fork, docs/fork.md)
+        self.switch_at = None if sc.switch.at is None else to_ticks(sc.switch.at)
 
     def _now_s(self) -> float:
         return self.env.now / TICKS_PER_SECOND
@@ -211,15 +213,66 @@ class Session:
 
     # -- poll loop (kame-reference §5) --------------------------------------------------------------
 
-    def _poll_loop(self) -> SimProcess:
-        env, row = self.env, self.trace.row
+    def _poll_times(self) -> Generator[int, None, None]:
+        """The poll ticks: ``k * poll_interval``; a switch at T changes the interval of the sleep
+        in progress (the next poll comes ``new`` after the last one, or at T if that has passed)."""
         settings = self.policy_settings
         assert isinstance(settings, PollPolicySettings)
         interval = to_ticks(settings.poll_interval)
-        tick = 0
+        switch_at, new = self.switch_at, None
+        if self.switch_at is not None:
+            new_settings = self.scenario.switch.policy
+            assert isinstance(new_settings, PollPolicySettings)
+            new = to_ticks(new_settings.poll_interval)
+            if switch_at == 0:
+                interval = new
+        last = 0
         while True:
-            tick += 1
-            yield env.timeout(tick * interval - env.now)  # poll k at exactly k * interval
+            at = last + interval
+            if switch_at is not None and new is not None and last < switch_at <= at:
+                interval = new
+                at = max(switch_at, last + new)
+            yield at
+            last = at
+
+    def _switch_policy(self) -> SimProcess:
+        """At ``switch.at``, before any other event of that tick: the new settings take effect."""
+        assert self.switch_at is not None
+        if self.switch_at > self.env.now:
+            yield self.env.timeout(self.switch_at - self.env.now)
+        self._apply_switch()
+
+    def _apply_switch(self) -> None:
+        """The pure policy object gets the new settings; its state (starts, live streams) stays."""
+        p = self.scenario.switch.policy
+        if isinstance(p, MultiplexerPolicySettings):
+            mux = self.mux
+            mux.min_restart_interval = to_ticks(p.min_restart_interval)
+            mux.max_concurrent_streams = p.max_concurrent_streams
+            mux.max_prompt_chars = p.max_prompt_chars
+            mux.trailing_start = p.trailing_start
+            mux.final_bypass = p.final_bypass
+            mux.skip_final_equal_to_requested = p.skip_final_equal_to_requested
+            mux.require_user_input = p.require_user_input
+            cost = to_ticks(p.drain_event_cost)
+            self.drain_max = None if cost == 0 else max(1, -(-to_ticks(p.drain_budget) // cost))
+        else:
+            assert isinstance(p, PollPolicySettings)
+            self.poll.restart_word_delta = p.restart_word_delta
+            self.poll.max_starts = p.max_starts
+            self.poll.rate_window = to_ticks(p.rate_window)
+        self.trace.row("policy_switch", self._now_s(), detail=self._switch_detail())
+
+    def _switch_detail(self) -> str:
+        before, after = self.policy_settings, self.scenario.switch.policy
+        keys = [k for k in type(before).model_fields if getattr(before, k) != getattr(after, k)]
+        changed = [f"{k}={getattr(after, k)!r}" for k in keys]
+        return ", ".join(changed) or "no change"
+
+    def _poll_loop(self) -> SimProcess:
+        env, row = self.env, self.trace.row
+        for at in self._poll_times():
+            yield env.timeout(at - env.now)  # poll k at exactly k * interval (see _poll_times)
             decision = self.poll.on_tick(env.now, self.asr)
             if decision.outcome == "idle":
                 continue
@@ -601,6 +654,9 @@ class Session:
         parts, env = self.parts, self.env
         self.oracle.clear()
         self.trace.row("run_start", 0.0, detail=parts.frontend.name)
+        if self.switch_at is not None:
+            # first, so that at its tick the switch comes before every other event
+            env.process(self._switch_policy())
         env.process(self._user_words())
         if parts.oracle_replay is not None:
             env.process(

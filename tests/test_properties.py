@@ -170,7 +170,12 @@ def assert_not_coerced(given_value: Any, got: Any) -> None:
 
 
 # related keys: a frame is samples / rate, so a rate out of the frame range is reported at frame_samples
-RELATED = {"conversation.sample_rate": ("conversation.frame_samples",)}
+RELATED = {
+    "conversation.sample_rate": ("conversation.frame_samples",),
+    # [switch] needs both keys: one alone is an error naming the other
+    "switch.at": ("switch.policy",),
+    "switch.policy": ("switch.at",),
+}
 
 
 # values that a lax validator would quietly convert: each one is a wrong type for some field

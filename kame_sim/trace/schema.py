@@ -31,6 +31,7 @@ EVENTS: dict[str, str] = {
         "a stream started: stream_id = generation, detail = reason, text = pending user text, "
         "request = the user message sent, word_count = user words (poll loop)"
     ),
+    "policy_switch": "[switch]: the policy settings changed at this tick (detail: what changed)",
     "llm_rate_limited": "poll loop: a wanted start was refused by the rate limit (detail = reason)",
     "llm_start_deferred": "multiplexer: a candidate inside the restart interval; t_ref = trailing start time",
     "llm_start_skipped": "multiplexer: a start was due but refused (detail: why)",
