@@ -434,6 +434,10 @@ def shrink(
     max_runs: Annotated[int, typer.Option(help="replay budget (cached replays are free)")] = 300,
     tolerance: Annotated[float, typer.Option(help="bisection stops within this many seconds")] = 0.01,
     timeline: Annotated[bool, typer.Option(help="draw the reproducer's timeline.png")] = True,
+    nominal_from: Annotated[
+        Path | None,
+        typer.Option(help="scenario whose delay models give the nominal delays (default: RUN's own)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Minimal failing delay schedule: fewest events away from nominal, smallest delays."""
@@ -458,7 +462,7 @@ def shrink(
                 progress.update(task, completed=done, total=total, description=f"{phase}: {size} events")
 
             try:
-                outcome = shrink_run(run, fails, out, max_runs, tolerance, report, timeline)
+                outcome = shrink_run(run, fails, out, max_runs, tolerance, report, timeline, nominal_from)
             except ShrinkError as exc:
                 err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None

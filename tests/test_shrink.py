@@ -5,6 +5,7 @@ passes; the ``unscheduled`` table; the reproducer files; check naming the shrink
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -309,7 +310,7 @@ def test_check_shrink_names_the_reproducer(tmp_path):
     assert folder.name.startswith(worst_folder)  # seed 0 is the worse run
     reproducer = f"kame-sim run {folder / 'scenario.toml'}"
     assert reproducer in md2.read_text() and f"reproducer: {reproducer}" in junit2.read_text()
-    assert "Shrunk: 231 events away from nominal → " in md2.read_text()
+    assert re.search(r"Shrunk: \d+ events away from nominal → \d+ ", md2.read_text())
     shrunk = json.loads((folder / "schedule.json").read_text())["entries"]
     assert 1 <= len(shrunk) <= 3 and any(e["kind"] == "ttft" and 1.0 < e["seconds"] < 1.02 for e in shrunk)
     again = read_trace(folder / "run")
@@ -377,14 +378,46 @@ def test_an_unscheduled_table_needs_what_entries_need(tmp_path):
     assert scenario_schedule(fine).unscheduled == {"ttft": 0.7}
 
 
-def test_a_run_whose_unreached_events_mattered_cannot_be_shrunk(tmp_path):
-    """The demo's own run (reply_f1_mean 0.3205) replayed with its delays and nominal ones for the
-    events it never reached (streams cancelled before their first token) gets 0.3233: a condition
-    between the two has nothing to stand on. Exit 1, one line, nothing written."""
+def test_unreached_events_keep_their_draws(tmp_path):
+    """The demo's own run has reply_f1_mean 0.3205. Its trace alone lacks the TTFT of the streams
+    cancelled before their first token; replayed with nominal ones there it gets 0.3233, so a
+    shrink built on the realised delays alone could not start on a condition between the two. The
+    full set is the run's draws (recomputed), which replays the run exactly: shrinking works."""
     run = run_scenario(load_scenario(DEMO_SCENARIO), tmp_path / "demo").run_dir
+    out = tmp_path / "o"
     result = runner.invoke(
-        app, ["shrink", str(run), "--fails", "reply_f1_mean < 0.322", "--out", str(tmp_path / "o"), "--quiet"]
+        app, ["shrink", str(run), "--fails", "reply_f1_mean < 0.322", "--out", str(out), "--quiet",
+              "--no-timeline"]
     )
-    assert result.exit_code == 1, result.output
-    assert "no longer fails reply_f1_mean < 0.322 (reply_f1_mean = 0.323291)" in result.output
-    assert not (tmp_path / "o").exists()
+    assert result.exit_code == 0, result.output
+    reproduced = read_trace(out / "run")
+    value = metrics_row(reproduced, load_run_conversation(load_scenario(DEMO_SCENARIO)))["reply_f1_mean"]
+    assert value < 0.322
+
+
+def test_nominal_from_another_scenario(tmp_path):
+    """A run whose models are the bad part (a 1.6 s TTFT median) is nominal everywhere against its
+    own medians; --nominal-from the realistic demo measures it against the demo's 0.73 s."""
+    slow = {"llm.ttft": {"kind": "lognormal", "median": 1.6, "sigma": 0.2}}
+    run = run_scenario(load_scenario(DEMO_SCENARIO, slow), tmp_path / "slow").run_dir
+    row = metrics_row(read_trace(run), load_run_conversation(load_scenario(DEMO_SCENARIO)))
+    fails = f"reply_f1_mean < {row['reply_f1_mean'] + 1e-9}"
+    own = shrink_run(run, fails, tmp_path / "own", max_runs=60, timeline=False)
+    assert own.result.nominal["ttft"] == pytest.approx(1.6, abs=1e-6)
+    other = shrink_run(run, fails, tmp_path / "other", max_runs=60, timeline=False,
+                       nominal_from=DEMO_SCENARIO)
+    assert other.result.nominal["ttft"] == pytest.approx(0.733232, abs=1e-6)
+    assert "medians" in other.summary() and str(DEMO_SCENARIO) in other.summary()
+    written = json.loads((tmp_path / "other" / "schedule.json").read_text())
+    assert written["unscheduled"]["ttft"] == pytest.approx(0.733232, abs=1e-6)
+    assert any(e.entry["kind"] == "ttft" for e in other.result.entries)  # a slow stream is needed
+
+
+def test_nominal_from_a_broken_scenario_is_one_line(tmp_path):
+    run = run_scenario(load_scenario(DEMO_SCENARIO), tmp_path / "demo").run_dir
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[llm\n")
+    result = runner.invoke(app, ["shrink", str(run), "--fails", "reply_f1_mean < 0.5", "--nominal-from",
+                                 str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and str(bad) in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -21,39 +21,9 @@ from dataclasses import dataclass
 from kame_sim.clock import to_ticks
 from kame_sim.config import Scenario
 from kame_sim.conversation import Conversation, user_utterances
-from kame_sim.llm.content import LlmRequest
-from kame_sim.runner import build_llm, build_stt_events
-from kame_sim.schedule import DelaySchedule, Fault, scenario_schedule
+from kame_sim.draws import stream_starts
+from kame_sim.schedule import DelaySchedule, Fault
 from kame_sim.trace.reader import TraceData
-
-
-class RecordingSchedule(DelaySchedule):
-    """A schedule that writes down every delay it hands out (the base schedule's, else the draw)."""
-
-    def __init__(self, base: DelaySchedule | None) -> None:
-        super().__init__()
-        self.base = base or DelaySchedule()
-        self.fault = dict(self.base.fault)
-
-    def partial_delay(self, utterance: int, word: int, drawn: float) -> float:
-        value = self.base.partial_delay(utterance, word, drawn)
-        self.stt_partial[(utterance, word)] = value
-        return value
-
-    def final_delay(self, utterance: int, drawn: float) -> float:
-        value = self.base.final_delay(utterance, drawn)
-        self.stt_final[utterance] = value
-        return value
-
-    def first_token(self, stream: int, drawn: float) -> float:
-        value = self.base.first_token(stream, drawn)
-        self.ttft[stream] = value
-        return value
-
-    def gap(self, stream: int, chunk: int, drawn: float) -> float:
-        value = self.base.gap(stream, chunk, drawn)
-        self.chunk_gap[(stream, chunk)] = value
-        return value
 
 
 @dataclass(frozen=True)
@@ -74,28 +44,8 @@ def causes(scenario: Scenario, conversation: Conversation, trace: TraceData) -> 
         for i, word in enumerate(utterance):
             word_end[(u, i)] = to_ticks(word.end)
         utterance_end[u] = to_ticks(utterance[-1].end)
-    starts = {r["stream_id"]: to_ticks(r["t_sim"]) for r in _starts(trace)}
+    starts = {r["stream_id"]: to_ticks(r["t_sim"]) for r in stream_starts(trace)}
     return Causes(word_end, utterance_end, starts)
-
-
-def _starts(trace: TraceData) -> list[dict]:
-    table = trace.table.select(["event", "t_sim", "stream_id", "text", "request"])
-    return [r for r in table.to_pylist() if r["event"] == "llm_start"]
-
-
-def original_draws(scenario: Scenario, conversation: Conversation, trace: TraceData) -> DelaySchedule:
-    """Every delay the original run used: STT for all words, LLM for every stream it started.
-
-    ``scenario`` is the original's (its own ``delays.schedule``, if any, is applied as it was).
-    """
-    base = scenario_schedule(scenario)
-    recorder = RecordingSchedule(base)
-    if scenario.stt.kind == "simulated":
-        build_stt_events(scenario, conversation, recorder)
-    llm = build_llm(scenario, conversation, schedule=recorder)
-    for row in _starts(trace):
-        llm.plan(LlmRequest(row["t_sim"], row["request"] or "", row["text"] or "", row["stream_id"]))
-    return recorder
 
 
 def pin_prefix(draws: DelaySchedule, found: Causes, at: int) -> DelaySchedule:

@@ -27,9 +27,10 @@ from kame_sim.clock import to_seconds, to_ticks
 from kame_sim.compare import RunComparison, compare_runs, plot_comparison, write_table
 from kame_sim.config import MAX_RUN_S, KameSettings, Scenario, scenario_from_dict, set_dotted
 from kame_sim.conversation import Conversation
+from kame_sim.draws import original_draws
 from kame_sim.errors import InputError
 from kame_sim.fork.edits import BranchChanges, parse_changes
-from kame_sim.fork.prefix import Causes, causes, merged, original_draws, pin_prefix
+from kame_sim.fork.prefix import Causes, causes, merged, pin_prefix
 from kame_sim.lockstep import run_batch
 from kame_sim.output_dir import OutputDir
 from kame_sim.run_dir import RESOLVED_SCENARIO, check_run_dir

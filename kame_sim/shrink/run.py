@@ -14,12 +14,14 @@ before anything is written (the condition, that the run fails it, the output fol
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kame_sim.config import Scenario, scenario_from_dict
+from kame_sim.config import Scenario, load_scenario, scenario_from_dict
+from kame_sim.draws import original_draws
 from kame_sim.errors import InputError
 from kame_sim.output_dir import OutputDir
 from kame_sim.report.timeline import plot_timeline
@@ -55,12 +57,14 @@ class ShrinkOutcome:
     run_dir: Path
     timeline_path: Path | None  # None: not drawn (--no-timeline)
     reproduced: float
+    nominal_from: Path | None = None  # the scenario whose models gave the nominal delays, if not RUN's
 
     def summary(self) -> str:
         r = self.result
+        nominal = "nominal" if self.nominal_from is None else f"nominal ({self.nominal_from}'s medians)"
         line = (
-            f"{r.n_away} events away from nominal → {len(r.entries)} (runs spent {r.runs}); condition still "
-            f"fails: {r.condition.metric} = {self.reproduced:.6g} (was {self.original:.6g})"
+            f"{r.n_away} events away from {nominal} → {len(r.entries)} (runs spent {r.runs}); "
+            f"condition still fails: {r.condition.metric} = {self.reproduced:.6g} (was {self.original:.6g})"
         )
         if not r.entries:
             line += "; the nominal delays alone fail it"
@@ -90,10 +94,15 @@ def shrink_run(
     tolerance: float = 0.01,
     progress: Progress | None = None,
     timeline: bool = True,
+    nominal_from: Path | None = None,
 ) -> ShrinkOutcome:
     """Shrink the failing run ``run`` (a run folder or its trace) under the condition ``fails``.
 
     ``timeline``: also draw the reproducer's ``timeline.png`` (a second or two of matplotlib).
+    ``nominal_from``: a scenario file whose delay models define the nominal delays instead of the
+    run's own. A run found by ``search`` is bad *because* its models are: against its own medians
+    it is nominal everywhere, and the question worth asking is which of its delays, away from a
+    realistic scenario's (the search's base), make it fail.
 
     InputError (one line, nothing written) for bad input, a run that does not fail the condition,
     or one with no value for its metric; :class:`~kame_sim.shrink.search.ShrinkError` when the run's
@@ -123,11 +132,14 @@ def shrink_run(
     target = OutputDir(out_dir, "--out")
     target.check(OUT_FILES)
     check_run_dir(out_dir / RUN_DIR, True, RUN_FILES)
-    nominal = nominal_delays(scenario, stt, llm)
+    reference = scenario if nominal_from is None else load_scenario(Path(nominal_from))
+    nominal = nominal_delays(reference, stt, llm)
     kinds = {*nominal, *(("fault",) if llm else ())}
-    realised = schedule_from_trace(trace)
-    entries = [e for e in realised.entries() if e["kind"] in kinds]
-    source = {**realised.source, "shrunk_from": str(run)}
+    # Start from every delay the run drew, not only those its trace realised: a stream cancelled
+    # before its first chunk has no row, and giving it the nominal TTFT instead may let it speak.
+    drawn = original_draws(scenario, conversation, trace)
+    entries = [e for e in drawn.entries() if e["kind"] in kinds]
+    source = {**schedule_from_trace(trace).source, "shrunk_from": str(run)}
     with tempfile.TemporaryDirectory(prefix="kame-sim-shrink-") as scratch:
         replayer = Replayer(scenario, conversation, Path(scratch))
         result = shrink_entries(
@@ -139,7 +151,8 @@ def shrink_run(
             tolerance,
             progress,
         )
-    return _write(result, float(measured), scenario, source, target, out_dir, timeline)
+    outcome = _write(result, float(measured), scenario, source, target, out_dir, timeline)
+    return dataclasses.replace(outcome, nominal_from=None if nominal_from is None else Path(nominal_from))
 
 
 def _write(

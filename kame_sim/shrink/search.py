@@ -7,7 +7,12 @@ outcome depends on nothing but the candidate. The search:
 
 1. tests the full set (the run's own delays, nominal where the run never reached an event): it
    must fail, or shrinking has nothing to stand on;
-2. :func:`~kame_sim.shrink.ddmin.ddmin` over the entries: a 1-minimal failing subset;
+2. :func:`~kame_sim.shrink.ddmin.ddmin` level by level (hierarchical delta debugging, Misherghi
+   and Su 2006): over kinds (all TTFTs, all chunk gaps, ...), then over what the kept entries are
+   attached to (one group per LLM stream: its TTFT, gaps and fault; one per utterance: its
+   partials and final), then over the entries left: a 1-minimal failing subset. A long
+   conversation has hundreds of entries but a handful of kinds and tens of owners, and a cause is
+   usually one kind and one stream or utterance, so the coarse passes save most of the replays;
 3. for each entry left (faults excepted), :func:`~kame_sim.shrink.ddmin.bisect_magnitude`
    between nominal and its value, keeping the value closest to nominal that still fails; an entry
    that fails even at nominal is dropped;
@@ -89,6 +94,23 @@ def is_away(entry: Entry, nominal: dict[str, float]) -> bool:
     return entry["kind"] in nominal and entry["seconds"] != nominal[entry["kind"]]
 
 
+def kind_of(entry: Entry) -> tuple[Any, ...]:
+    return (entry["kind"],)
+
+
+def owner_of(entry: Entry) -> tuple[Any, ...]:
+    """What an entry is attached to: its stream, or its utterance."""
+    return ("stream", entry["stream"]) if "stream" in entry else ("utterance", entry["utterance"])
+
+
+def group_entries(entries: list[Entry], key: Callable[[Entry], tuple[Any, ...]]) -> list[list[Entry]]:
+    """``entries`` grouped by ``key`` (groups in first-seen order, entries in their order)."""
+    groups: dict[tuple[Any, ...], list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault(key(entry), []).append(entry)
+    return list(groups.values())
+
+
 class _Tester:
     """Evaluates candidates through ``evaluate``, cached by content, counted against the budget."""
 
@@ -159,7 +181,12 @@ def shrink_entries(
             sizes.append(len(subset))
         return ok
 
-    current = ddmin(away, fails_subset, tester.stop)
+    current = away
+    for level in (kind_of, owner_of):
+        groups = group_entries(current, level)
+        kept = ddmin(groups, lambda chosen: fails_subset([e for g in chosen for e in g]), tester.stop)
+        current = [e for g in kept for e in g]
+    current = ddmin(current, fails_subset, tester.stop)
     tester.phase = "bisect"
     shrunk: list[ShrunkEntry] = []
     passing: dict[tuple[Any, ...], float | None] = {}
