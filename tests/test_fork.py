@@ -174,3 +174,18 @@ def test_a_fork_of_a_branch_keeps_the_branch_s_own_edits_and_switch(tmp_path: Pa
     # are the branch's own scenario (its schedule, its [switch]), so they stay
     again = fork(first.parent, 5.0, out=tmp_path / "f2")
     assert deterministic(again).equals(deterministic(first))
+
+
+def test_a_fork_of_a_run_with_an_unscheduled_table_keeps_it(tmp_path: Path):
+    """A shrink reproducer fixes every uncovered delay through its schedule's ``unscheduled``
+    table; a fork without a change must keep those fixed delays after T too, not draw them."""
+    schedule = tmp_path / "fixed.json"
+    schedule.write_text('{"unscheduled": {"ttft": 0.9, "chunk_gap": 0.02, "stt_final": 0.3}, '
+                        '"entries": [{"kind": "ttft", "stream": 3, "seconds": 1.7}]}')
+    overrides = {"run.max_seconds": SECONDS, "delays.schedule": str(schedule)}
+    original = tmp_path / "run"
+    run_scenario(load_scenario(DEMO_SCENARIO, overrides), original)
+    branch = fork(original, 7.3, out=tmp_path / "f")
+    assert deterministic(branch).equals(deterministic(original / "trace.arrows"))
+    after = [r for r in events(deterministic(branch), "llm_first_chunk") if r["t_sim"] > 7.3]
+    assert after and all(r["delay_s"] == pytest.approx(0.9) for r in after)

@@ -61,9 +61,14 @@ def pin_prefix(draws: DelaySchedule, found: Causes, at: int) -> DelaySchedule:
 
 
 def merged(*layers: DelaySchedule) -> DelaySchedule:
-    """Later layers win: the original's own schedule, then the pinned prefix, then the edits."""
+    """Later layers win: the original's own schedule, then the pinned prefix, then the edits.
+
+    The ``unscheduled`` table (fixed delays for events no entry covers, as a shrink reproducer has)
+    is carried too: without it a branch's events after T would be drawn from the delay models.
+    """
     out = DelaySchedule()
     for layer in layers:
+        out.unscheduled.update(layer.unscheduled)
         out.stt_partial.update(layer.stt_partial)
         out.stt_final.update(layer.stt_final)
         out.ttft.update(layer.ttft)
