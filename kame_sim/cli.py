@@ -797,11 +797,14 @@ def compare(
     ] = False,
     n_boot: Annotated[int, typer.Option(help="sweeps: bootstrap resamples")] = 2000,
     seed: Annotated[int, typer.Option(help="sweeps: seed of the bootstrap")] = 0,
+    from_s: Annotated[float | None, typer.Option("--from", help="runs: the picture starts at S s")] = None,
+    to_s: Annotated[float | None, typer.Option("--to", help="runs: the picture ends at S seconds")] = None,
 ) -> None:
     """Two runs side by side (metrics, changed turns, timelines) or two sweeps per design point."""
     from kame_sim import compare as cmp
 
     with _user_errors():
+        t_range = cmp.check_t_range(from_s, to_s)
         kinds = [cmp.is_sweep(p) for p in (a, b)]
         if kinds[0] != kinds[1]:
             raise InputError(b, None, "compare two runs or two sweeps, not one of each")
@@ -810,10 +813,12 @@ def compare(
         if kinds[0]:
             _compare_sweeps(cmp, a, b, out, metric, all_, n_boot, seed)
         else:
-            _compare_runs(cmp, a, b, out, all_)
+            _compare_runs(cmp, a, b, out, all_, t_range)
 
 
-def _compare_runs(cmp: Any, a: Path, b: Path, out: Path | None, all_: bool) -> None:
+def _compare_runs(
+    cmp: Any, a: Path, b: Path, out: Path | None, all_: bool, t_range: tuple[float | None, float | None]
+) -> None:
     result = cmp.compare_runs(a, b)
     for note in result.notes:
         err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
@@ -840,7 +845,7 @@ def _compare_runs(cmp: Any, a: Path, b: Path, out: Path | None, all_: bool) -> N
     else:
         console.print("no turn's onset, response or agreement changed")
     if out is not None:
-        path = cmp.plot_comparison(result.a, result.b, out)
+        path = cmp.plot_comparison(result.a, result.b, out, t_range=t_range)
         console.print(f"timelines: [bold]{path}[/] (A above B)")
 
 
@@ -907,6 +912,8 @@ def fork(
         Path | None, typer.Option(help="output folder (default: RUN-fork-at-Ts next to RUN)")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an earlier fork's output in the folder")] = False,
+    from_s: Annotated[float | None, typer.Option("--from", help="pictures start at S seconds")] = None,
+    to_s: Annotated[float | None, typer.Option("--to", help="pictures end at S seconds")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Replay RUN exactly up to --at, change the back-end from there, compare the branches (docs/fork.md)."""
@@ -914,6 +921,7 @@ def fork(
     from kame_sim.fork.runner import branch_groups, plan_fork, run_fork
 
     with _user_errors():
+        t_range = cmp.check_t_range(from_s, to_s)
         plan = plan_fork(run_dir, at, branch_groups(set_ or [], branch or []), out, overwrite)
         n = len(plan.branches)
         progress = Progress(
@@ -928,7 +936,9 @@ def fork(
         )
         with progress:
             task = progress.add_task("frames", total=None)
-            results = run_fork(plan, lambda done, total: progress.update(task, completed=done, total=total))
+            results = run_fork(
+                plan, lambda done, total: progress.update(task, completed=done, total=total), t_range
+            )
     for r in results:
         changes = " ".join(r.branch.changes.assignments) or "nothing (the original replayed)"
         diverge = "never (identical)" if r.first_divergence is None else f"t = {r.first_divergence:.3f} s"

@@ -401,10 +401,13 @@ def plot_comparison(
     dpi: int = 110,
     mark_at: float | None = None,
     title: str | None = None,
+    t_range: tuple[float | None, float | None] = (None, None),
 ) -> Path:
     """Run A's timeline above run B's, window by window, on one shared time axis (a PNG).
 
     ``mark_at``: a time (s) marked by a vertical line in every panel (``kame-sim fork``'s fork time).
+    ``t_range``: draw only ``[start, end]`` seconds (either may be None: the run's start / end), to
+    show the moment that matters of a long conversation (checked by :func:`check_t_range`).
 
     The lanes are :mod:`kame_sim.report.timeline`'s, drawn by its row painter; a run longer than
     ``row_seconds`` is split into windows of exactly that length (as the single-run timeline is),
@@ -413,21 +416,23 @@ def plot_comparison(
     from matplotlib.figure import Figure
 
     data = [tl.extract_timeline(a), tl.extract_timeline(b)]
-    t1 = max(d.t_end + d.frame_s for d in data)
-    n_windows = max(1, math.ceil(t1 / row_seconds - 1e-9))
-    row_len = row_seconds if n_windows > 1 else t1
+    t0 = t_range[0] or 0.0
+    t1 = t_range[1] if t_range[1] is not None else max(d.t_end + d.frame_s for d in data)
+    n_windows = max(1, math.ceil((t1 - t0) / row_seconds - 1e-9))
+    row_len = row_seconds if n_windows > 1 else t1 - t0
     spi = min(seconds_per_inch, row_len / (tl.MIN_WIDTH_IN - tl._MARGIN_IN))
     painters = []
     for i in range(n_windows):
         for d in data:
-            painters.append(tl._RowPainter(d, i * row_len, (i + 1) * row_len, spi))
+            painters.append(tl._RowPainter(d, t0 + i * row_len, t0 + (i + 1) * row_len, spi))
     width = row_len / spi + tl._MARGIN_IN
     heights = [p.height * tl._UNIT_IN + 0.45 for p in painters]
     fig = Figure(figsize=(width, sum(heights) + 1.8), dpi=dpi, layout="constrained")
     axes = fig.subplots(len(painters), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     for k, (ax, painter) in enumerate(zip(axes, painters, strict=True)):
         painter.paint(ax)
-        if mark_at is not None and i_window(k, row_len) <= mark_at <= i_window(k, row_len) + row_len:
+        start = t0 + i_window(k, row_len)
+        if mark_at is not None and start <= mark_at <= start + row_len:
             ax.axvline(mark_at, color="crimson", linewidth=1.4, linestyle="--", zorder=10)
             if k % 2 == 0:
                 ax.annotate(
@@ -462,6 +467,16 @@ def plot_comparison(
 
 
 # -- text ------------------------------------------------------------------------------------------
+
+
+def check_t_range(start: float | None, end: float | None) -> tuple[float | None, float | None]:
+    """``--from`` / ``--to`` of a picture: finite, ``0 <= start < end`` (one-line errors)."""
+    for name, value in (("--from", start), ("--to", end)):
+        if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1e7):
+            raise InputError("<cli>", name, f"must be a time in seconds, 0 to 1e7, got {value}")
+    if start is not None and end is not None and end <= start:
+        raise InputError("<cli>", "--to", f"must be after --from ({start:g} s), got {end:g} s")
+    return start, end
 
 
 def i_window(panel: int, row_len: float) -> float:

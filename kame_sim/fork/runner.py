@@ -329,8 +329,15 @@ def run_branches(plan: ForkPlan, progress: ProgressCallback | None = None) -> li
     return [run_scenario(sc, d, plan.overwrite, progress) for sc, d in zip(scenarios, dirs, strict=True)]
 
 
-def run_fork(plan: ForkPlan, progress: ProgressCallback | None = None) -> list[BranchResult]:
-    """Write the branches, run them, compare each with the original, write the comparison."""
+def run_fork(
+    plan: ForkPlan,
+    progress: ProgressCallback | None = None,
+    t_range: tuple[float | None, float | None] = (None, None),
+) -> list[BranchResult]:
+    """Write the branches, run them, compare each with the original, write the comparison.
+
+    ``t_range``: the part of the run the pictures show (default: all of it).
+    """
     folder = write_branches(plan)
     runs = run_branches(plan, progress)
     results = []
@@ -343,6 +350,7 @@ def run_fork(plan: ForkPlan, progress: ProgressCallback | None = None) -> list[B
             folder.record(f"{b.name}.png"),
             ("original", b.name),
             mark_at=plan.at,
+            t_range=t_range,
             title=f"kame-sim fork at {plan.at:g} s — original (upper) vs {b.name} (lower): "
             + (" ".join(b.changes.assignments) or "no change"),
         )
