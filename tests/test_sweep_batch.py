@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
+import torch
 from conftest import DEMO_SCENARIO
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,16 @@ from kame_sim.trace import WALL_COLUMNS, read_trace
 TINY_SCENARIO = DEMO_SCENARIO.parent / "tiny-kame.toml"
 TOKENIZER = "tokenizer.model"
 TTFT_TABLE = '"llm.ttft" = { kind = "lognormal", median = 0.73, sigma = 0.32 }'
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread, as a sweep worker on a busy 2-core machine gets: oversubscribed OpenMP
+    threads make every tiny-model step many times slower (benchmarks/README.md, bench_lockstep)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
