@@ -21,9 +21,17 @@ from kame_sim.cli import app
 from kame_sim.config import load_scenario
 from kame_sim.errors import InputError
 from kame_sim.frontend.kame import model_cache
-from kame_sim.sweep import run_sweep
+from kame_sim.sweep import load_sweep, run_sweep
 from kame_sim.sweep.batching import batch_key, plan_batches
-from kame_sim.sweep.runner import METRICS_FILE, RESOLVED_FILE, RunBatch, RunTask, _process_pool
+from kame_sim.sweep.runner import (
+    METRICS_FILE,
+    RESOLVED_FILE,
+    RunBatch,
+    RunTask,
+    _process_pool,
+    _tasks,
+    make_batches,
+)
 from kame_sim.sweep.spec import MAX_BATCH_SIZE, parse_spec
 from kame_sim.trace import WALL_COLUMNS, read_trace
 
@@ -357,3 +365,14 @@ def test_a_batch_that_kills_its_worker_is_rerun_run_by_run():
     by_id = {o.run_id: o for o in outcomes}
     assert by_id["bad"].status == "failed" and "died" in (by_id["bad"].error or "")
     assert all(by_id[i].status == "ok" for i in ids if i != "bad")
+
+
+def test_the_bundled_tiny_kame_sweep_forms_four_batches_of_eight(tmp_path: Path):
+    """scenarios/sweeps/tiny-kame-seeds.toml (docs/sweeps.md's example): 32 greedy runs, one key."""
+    spec = DEMO_SCENARIO.parent / "sweeps" / "tiny-kame-seeds.toml"
+    plan = load_sweep(spec)  # plans without the checkpoint: it is read when a run starts
+    assert len(plan.runs) == 32 and plan.spec.batch_size == 1
+    assert all(r.scenario["frontend"]["use_sampling"] is False for r in plan.runs)
+    batches = make_batches(_tasks(plan, plan.runs, tmp_path), 8)
+    assert [len(b.tasks) for b in batches] == [8, 8, 8, 8]
+    assert [len(b.tasks) for b in make_batches(_tasks(plan, plan.runs, tmp_path), 1)] == [1] * 32
