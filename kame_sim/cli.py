@@ -319,6 +319,14 @@ def sweep(
         str | None, typer.Option(help="run on a Ray cluster at this address ('local' for one here)")
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help=_SWEEP_SET_HELP)] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            "--batch",
+            help="step up to N runs of the real front-end that share conversation and checkpoint as one "
+            "lockstep batch (default: the file's batch_size, else 1)",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Run a design over scenario parameters × seeds × conversations; write results.parquet."""
@@ -332,9 +340,10 @@ def sweep(
             def report(done: int, total: int, failed: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            result = run_sweep(spec, out, workers, resume, report, ray, _sets(set_))
+            result = run_sweep(spec, out, workers, resume, report, ray, _sets(set_), batch)
+    batches = f" ({result.batches} lockstep batches of up to {result.batch_size})" if result.batches else ""
     console.print(
-        f"{result.total} runs: {len(result.executed)} run now, {len(result.resumed)} reused, "
+        f"{result.total} runs: {len(result.executed)} run now{batches}, {len(result.resumed)} reused, "
         f"{len(result.failed)} failed in {result.wall_s:.1f} s"
     )
     console.print(f"results: [bold]{result.results_path}[/]  (report: kame-sim report {result.out_dir})")

@@ -126,9 +126,10 @@ def build_batch_frontend(scenarios: Sequence[Scenario]) -> tuple[BatchFrontend, 
         frontends: list[Frontend] = [f for f, _ in built]
         return LoopedBatch(frontends), [t for _, t in built]
     assert isinstance(settings, KameSettings)
-    from kame_sim.frontend.kame.frontend import KameBatchFrontend, load_kame
+    from kame_sim.frontend.kame.frontend import KameBatchFrontend
+    from kame_sim.frontend.kame.model_cache import cached_load_kame
 
-    loaded = load_kame(settings)
+    loaded = cached_load_kame(settings)
     tokenizers = [_kame_tokenizer(sc, loaded) for sc in scenarios]
     # the seed a solo run of the same scenario gets (runner.build_frontend)
     seeds = [int(component_rng(sc.run.seed, "frontend.sampling").integers(2**31)) for sc in scenarios]
@@ -233,7 +234,7 @@ def run_batch(
         step_lockstep(sessions, batch)
     for d in out:
         write_ipc_file(d / TRACE_FILENAME)
-    return [RunResult(d, d / TRACE_FILENAME, conv.id) for d, conv in zip(out, convs, strict=True)]
+    return [RunResult(d, d / TRACE_FILENAME, conv.id, conv) for d, conv in zip(out, convs, strict=True)]
 
 
 def step_lockstep(sessions: Sequence[Session], batch: BatchFrontend) -> None:

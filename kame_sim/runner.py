@@ -119,9 +119,10 @@ def build_frontend(scenario: Scenario, audio_out: Path | None = None) -> tuple[F
         tokenizer = TextTokenizer.load(scenario.oracle.tokenizer)
         check_padding_id(scenario, tokenizer)
         return BehaviouralFrontend(settings, tokenizer, scenario.oracle.padding_id), tokenizer
-    from kame_sim.frontend.kame.frontend import KameFrontend, load_kame
+    from kame_sim.frontend.kame.frontend import KameFrontend
+    from kame_sim.frontend.kame.model_cache import cached_load_kame
 
-    loaded = load_kame(settings)
+    loaded = cached_load_kame(settings)  # a sweep worker loads each checkpoint once
     tokenizer = loaded.tokenizer
     if scenario.oracle.tokenizer is not None:
         tokenizer = TextTokenizer.load(scenario.oracle.tokenizer)

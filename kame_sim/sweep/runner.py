@@ -9,6 +9,11 @@ at any moment can be re-run: finished runs are skipped, half-done run directorie
 A failed run (bad input only visible at run time, a crash in the simulation) is recorded with
 status ``failed`` and its error, and the sweep goes on: one broken design point must not cost the
 other hundreds. Failed runs are retried on the next resume.
+
+With ``batch_size`` > 1, runs that may share a front-end step (:mod:`kame_sim.sweep.batching`)
+are one task, a :class:`RunBatch` run by :func:`execute_batch` as lockstep replicas
+(:func:`kame_sim.lockstep.run_batch`); each replica still writes its own run folder, exactly as
+the solo run does, and yields its own outcome.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -37,11 +42,13 @@ from kame_sim import __version__
 from kame_sim.config import scenario_from_dict
 from kame_sim.conversation import Conversation
 from kame_sim.errors import InputError
+from kame_sim.lockstep import run_batch
 from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
 from kame_sim.output_dir import OutputDir
 from kame_sim.paths import make_output_dir
-from kame_sim.runner import RUN_FILES, run_scenario
-from kame_sim.sweep.spec import PlannedRun, SweepPlan, load_sweep, run_id_of_folder
+from kame_sim.runner import RUN_FILES, RunResult, run_scenario
+from kame_sim.sweep.batching import batch_key, plan_batches
+from kame_sim.sweep.spec import MAX_BATCH_SIZE, PlannedRun, SweepPlan, load_sweep, run_id_of_folder
 from kame_sim.trace import TraceData, read_trace
 
 #: ``progress(done, total, failed)``: runs finished (resumed ones included), runs in the sweep,
@@ -72,6 +79,13 @@ class RunTask:
 
 
 @dataclass(frozen=True)
+class RunBatch:
+    """Runs a worker steps as one lockstep batch (one task for the pool); one run: a solo run."""
+
+    tasks: tuple[RunTask, ...]
+
+
+@dataclass(frozen=True)
 class RunOutcome:
     """One run's result as the parent sees it."""
 
@@ -95,6 +109,8 @@ class SweepResult:
     resumed: list[str]  # run ids found complete and skipped
     failed: list[str]  # run ids whose status is "failed"
     wall_s: float
+    batch_size: int = 1  # the most runs one lockstep batch could hold
+    batches: int = 0  # lockstep batches of more than one run this call ran
 
     @property
     def total(self) -> int:
@@ -140,12 +156,13 @@ def run_metadata(task: RunTask) -> dict[str, str]:
     return {"kame_sim.run_id": task.run_id, "kame_sim.parameters": json.dumps(task.parameters)}
 
 
-def execute_run(task: RunTask) -> RunOutcome:
+def execute_run(task: RunTask, batch: dict[str, Any] | None = None) -> RunOutcome:
     """Run one sweep run from scratch and write its ``metrics.json`` (runs in a worker).
 
     Never raises for a failed run: the error is returned (and written to ``error.json``) so the
     sweep can go on. What an earlier attempt wrote in the run directory is removed first (a killed
     worker's half-done run is redone); files kame-sim did not write there are left alone.
+    ``batch``: what ``metrics.json`` records about the lockstep batch this run fell back from.
     """
     started = time.perf_counter()
     run_dir = Path(task.run_dir)
@@ -155,41 +172,97 @@ def execute_run(task: RunTask) -> RunOutcome:
         scenario = scenario_from_dict(task.scenario, run_dir / "scenario.resolved.json")
         result = run_scenario(scenario, run_dir, metadata=run_metadata(task))
         conversation_id = result.conversation_id
-        trace = read_trace(result.run_dir)
-        if not trace.complete:
-            raise RuntimeError("the run ended without a complete trace")
-        row = metrics_row(trace, result.conversation)  # the run's own: no second load
-        wall = time.perf_counter() - started
-        _write_json_atomic(
-            OutputDir(run_dir),
-            METRICS_FILE,
-            {
-                "run_id": task.run_id,
-                "status": "ok",
-                "kame_sim_version": __version__,
-                "conversation_id": conversation_id,
-                "seed": task.seed,
-                "parameters": task.parameters,
-                "wall_s": wall,
-                "metrics": row,
-            },
-        )
-        return RunOutcome(task.run_id, "ok", None, conversation_id, row, wall)
+        return _record_ok(task, result, time.perf_counter() - started, batch)
     except Exception as exc:
-        message = _error_text(exc)
-        wall = time.perf_counter() - started
+        return _record_failure(task, exc, conversation_id, time.perf_counter() - started)
+
+
+def _record_ok(
+    task: RunTask, result: RunResult, wall: float, batch: dict[str, Any] | None = None
+) -> RunOutcome:
+    """A finished run's metrics, written to its ``metrics.json`` (last, atomically)."""
+    trace = read_trace(result.run_dir)
+    if not trace.complete:
+        raise RuntimeError("the run ended without a complete trace")
+    row = metrics_row(trace, result.conversation)  # the run's own: no second load
+    record: dict[str, Any] = {
+        "run_id": task.run_id,
+        "status": "ok",
+        "kame_sim_version": __version__,
+        "conversation_id": result.conversation_id,
+        "seed": task.seed,
+        "parameters": task.parameters,
+        "wall_s": wall,
+        "metrics": row,
+    }
+    if batch is not None:
+        record["batch"] = batch
+    _write_json_atomic(OutputDir(Path(task.run_dir)), METRICS_FILE, record)
+    return RunOutcome(task.run_id, "ok", None, result.conversation_id, row, wall)
+
+
+def _record_failure(task: RunTask, exc: BaseException, conversation_id: str, wall: float) -> RunOutcome:
+    """A failed run: its ``error.json`` (any stale ``metrics.json`` removed) and its outcome."""
+    message = _error_text(exc)
+    run_dir = Path(task.run_dir)
+    try:
+        out = OutputDir(run_dir)
+        if out.owns(METRICS_FILE):
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        _write_json_atomic(
+            out,
+            ERROR_FILE,
+            {"run_id": task.run_id, "status": "failed", "error": message, "parameters": task.parameters},
+        )
+    except (OSError, InputError):
+        pass  # the outcome still carries the error
+    return RunOutcome(task.run_id, "failed", message, conversation_id, {}, wall)
+
+
+def execute_batch(batch: RunBatch) -> list[RunOutcome]:
+    """Run a batch's runs as lockstep replicas; one outcome per run, in the batch's order.
+
+    Each replica writes its own run folder as :func:`execute_run` would (its trace adds
+    ``kame_sim.batch_size`` / ``kame_sim.replica_index`` metadata; ``metrics.json`` a ``batch``
+    entry; ``wall_s`` is the batch's wall time over its size). Never raises for a failed run. A
+    failure of the batch itself (a replica's bad input that only the run sees, a back-end that
+    raises mid-run, a model error) falls back to running every replica alone: the replica at fault
+    then fails alone with its own error and the others finish, the same runs they are in a batch
+    (a model error fails each of them with that error). A failure after the batch ran (a
+    replica's metrics) fails that replica only.
+    """
+    tasks = batch.tasks
+    if len(tasks) == 1:
+        return [execute_run(tasks[0])]
+    started = time.perf_counter()
+    try:
+        scenarios = []
+        for task in tasks:
+            run_dir = Path(task.run_dir)
+            OutputDir(run_dir).remove_previous()
+            scenarios.append(scenario_from_dict(task.scenario, run_dir / "scenario.resolved.json"))
+        results = run_batch(
+            scenarios, [Path(t.run_dir) for t in tasks], metadata=[run_metadata(t) for t in tasks]
+        )
+    except Exception as exc:
+        fallback = {"size": 1, "fallback_from": len(tasks), "batch_error": _error_text(exc)}
+        return [execute_run(task, fallback) for task in tasks]
+    share = (time.perf_counter() - started) / len(tasks)
+    outcomes = []
+    for index, (task, result) in enumerate(zip(tasks, results, strict=True)):
+        info = {"size": len(tasks), "index": index}
         try:
-            out = OutputDir(run_dir)
-            if out.owns(METRICS_FILE):
-                (run_dir / METRICS_FILE).unlink(missing_ok=True)
-            _write_json_atomic(
-                out,
-                ERROR_FILE,
-                {"run_id": task.run_id, "status": "failed", "error": message, "parameters": task.parameters},
-            )
-        except (OSError, InputError):
-            pass  # the outcome still carries the error
-        return RunOutcome(task.run_id, "failed", message, conversation_id, {}, wall)
+            outcomes.append(_record_ok(task, result, share, info))
+        except Exception as exc:
+            outcomes.append(_record_failure(task, exc, result.conversation_id, share))
+    return outcomes
+
+
+def make_batches(tasks: list[RunTask], batch_size: int) -> list[RunBatch]:
+    """The pool's tasks: runs that may share a front-end step grouped by up to ``batch_size``
+    (:func:`kame_sim.sweep.batching.plan_batches`), every other run alone."""
+    keys = [batch_key(t.scenario, t.conversation_id) for t in tasks]
+    return [RunBatch(tuple(tasks[i] for i in group)) for group in plan_batches(keys, batch_size)]
 
 
 def finished_outcome(run_dir: Path, run_id: str) -> RunOutcome | None:
@@ -224,6 +297,29 @@ def _failed(task: RunTask, message: str) -> RunOutcome:
     return RunOutcome(task.run_id, "failed", message, task.conversation_id)
 
 
+#: What the pool runs: a batch (:func:`execute_batch`), or one run (:func:`execute_run`).
+Unit = RunBatch | RunTask
+
+
+def _unit_tasks(unit: Unit) -> tuple[RunTask, ...]:
+    return unit.tasks if isinstance(unit, RunBatch) else (unit,)
+
+
+def _split(unit: Unit) -> list[Unit]:
+    """A batch as batches of one run each (a run alone is itself)."""
+    if isinstance(unit, RunBatch):
+        return [RunBatch((task,)) for task in unit.tasks]
+    return [unit]
+
+
+def _as_outcomes(result: RunOutcome | list[RunOutcome]) -> list[RunOutcome]:
+    return [result] if isinstance(result, RunOutcome) else list(result)
+
+
+def _failed_unit(unit: Unit, message: str) -> list[RunOutcome]:
+    return [_failed(task, message) for task in _unit_tasks(unit)]
+
+
 def _init_worker(parent: int, torch_threads: int, uses_torch: bool) -> None:
     """Pool worker set-up: die with the sweep process (:func:`die_with_parent`), and
     ``torch_threads`` intra-op threads, so N workers share the cores instead of each starting one
@@ -236,16 +332,16 @@ def _init_worker(parent: int, torch_threads: int, uses_torch: bool) -> None:
         torch.set_num_threads(torch_threads)
 
 
-def _worker_initargs(tasks: list[RunTask], workers: int) -> tuple[int, bool]:
+def _worker_initargs(tasks: Iterable[RunTask], workers: int) -> tuple[int, bool]:
     """``(cores // workers, whether any run uses the real front-end)`` for :func:`_init_worker`."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     uses_torch = any((t.scenario.get("frontend") or {}).get("kind") == "kame" for t in tasks)
     return max(1, cores // workers), uses_torch
 
 
-def _in_process(tasks: list[RunTask]) -> Iterator[RunOutcome]:
-    for task in tasks:
-        yield execute_run(task)
+def _in_process(units: list[RunBatch]) -> Iterator[RunOutcome]:
+    for unit in units:
+        yield from execute_batch(unit)
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -288,54 +384,58 @@ def _kill_workers(pool: ProcessPoolExecutor) -> None:
 
 
 def _process_pool(
-    tasks: list[RunTask], workers: int, run: Callable[[RunTask], RunOutcome] = execute_run
+    units: Sequence[Unit],
+    workers: int,
+    run: Callable[[Any], RunOutcome | list[RunOutcome]] = execute_batch,
 ) -> Iterator[RunOutcome]:
-    """Run tasks in spawned worker processes; a run that kills its worker fails alone.
+    """Run units (batches or single runs) in spawned worker processes; a run that kills its worker
+    fails alone.
 
     spawn (not fork): a fresh interpreter per worker is safe with torch and threads, and behaves
-    the same on Linux and macOS. At most ``workers`` runs are in flight, so when a worker dies (and
-    takes the pool with it) the suspects are exactly the runs in flight. Each suspect is then run
-    alone in a fresh pool: one that breaks its pool alone is recorded as failed, the others (and
-    every run not started yet) go on. One broken design point never costs the other hundreds.
+    the same on Linux and macOS. At most ``workers`` units are in flight, so when a worker dies
+    (and takes the pool with it) the suspects are exactly the units in flight. Each suspect run is
+    then run alone in a fresh pool (a batch is split into its runs): one that breaks its pool alone
+    is recorded as failed, the others (and every unit not started yet) go on. One broken design
+    point never costs the other hundreds.
     """
     context = multiprocessing.get_context("spawn")
-    initargs = _worker_initargs(tasks, workers)
-    queue: deque[RunTask] = deque(tasks)
-    suspects: deque[RunTask] = deque()
+    initargs = _worker_initargs((t for u in units for t in _unit_tasks(u)), workers)
+    queue: deque[Unit] = deque(units)
+    suspects: deque[Unit] = deque()
     while queue or suspects:
         solo = bool(suspects)
         source = deque([suspects.popleft()]) if solo else queue
         limit = 1 if solo else workers
-        in_flight: dict[Future[RunOutcome], RunTask] = {}
-        victims: list[RunTask] = []
+        in_flight: dict[Future[Any], Unit] = {}
+        victims: list[Unit] = []
         broken: BaseException | None = None
         pool = ProcessPoolExecutor(
             max_workers=limit, mp_context=context, initializer=_init_worker, initargs=(os.getpid(), *initargs)
         )
         try:
             while source and len(in_flight) < limit:
-                task = source.popleft()
-                in_flight[pool.submit(run, task)] = task
+                unit = source.popleft()
+                in_flight[pool.submit(run, unit)] = unit
             while in_flight:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
-                    task = in_flight.pop(future)
+                    unit = in_flight.pop(future)
                     try:
-                        outcome = future.result()
+                        outcomes = _as_outcomes(future.result())
                     except BrokenProcessPool as exc:
                         broken = exc
-                        victims.append(task)
+                        victims.append(unit)
                         continue
                     except Exception as exc:  # e.g. a task that could not be pickled
-                        outcome = _failed(task, _error_text(exc))
-                    yield outcome
+                        outcomes = _failed_unit(unit, _error_text(exc))
+                    yield from outcomes
                 if broken is not None:
                     victims.extend(in_flight.values())  # they die with the pool
                     in_flight.clear()
                     break
                 while source and len(in_flight) < limit:
-                    task = source.popleft()
-                    in_flight[pool.submit(run, task)] = task
+                    unit = source.popleft()
+                    in_flight[pool.submit(run, unit)] = unit
         except BaseException:
             # Ctrl-C, SIGTERM turned into an exception, or a consumer that stops early: stop the runs
             # in flight (a resume redoes them) and drop the queued ones instead of finishing them.
@@ -344,10 +444,11 @@ def _process_pool(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         if broken is not None:
-            if solo:
-                yield _failed(victims[0], f"its worker process died while it ran alone: {broken}")
+            if solo and len(_unit_tasks(victims[0])) == 1:
+                yield from _failed_unit(victims[0], f"its worker process died while it ran alone: {broken}")
             else:
-                suspects.extend(victims)
+                for victim in victims:
+                    suspects.extend(_split(victim))
 
 
 def _require_ray() -> Any:
@@ -361,8 +462,8 @@ def _require_ray() -> Any:
     return ray
 
 
-def _ray_backend(tasks: list[RunTask], workers: int, address: str) -> Iterator[RunOutcome]:
-    """Run tasks as Ray remote tasks: ``address="local"`` starts a private local instance.
+def _ray_backend(units: list[RunBatch], workers: int, address: str) -> Iterator[RunOutcome]:
+    """Run units (batches) as Ray remote tasks: ``address="local"`` starts a private local instance.
 
     The output directory must be visible to every Ray node (a shared file system), since each
     task writes its own run directory. Ray retries a task whose worker died (``max_retries``).
@@ -377,21 +478,22 @@ def _ray_backend(tasks: list[RunTask], workers: int, address: str) -> Iterator[R
             ray.init(address=address, **options)
         started_here = True
     try:
-        remote = ray.remote(num_cpus=1, max_retries=2)(execute_run)
-        queue = list(tasks)
-        in_flight: dict[Any, RunTask] = {}
+        remote = ray.remote(num_cpus=1, max_retries=2)(execute_batch)
+        queue = list(units)
+        in_flight: dict[Any, RunBatch] = {}
         limit = max(workers, 1) * 2
         while queue or in_flight:
             while queue and len(in_flight) < limit:
-                task = queue.pop(0)
-                in_flight[remote.remote(task)] = task
+                unit = queue.pop(0)
+                in_flight[remote.remote(unit)] = unit
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in ready:
-                task = in_flight.pop(ref)
+                unit = in_flight.pop(ref)
                 try:
-                    yield ray.get(ref)
+                    outcomes = ray.get(ref)
                 except Exception as exc:  # ray.exceptions.RayError and friends
-                    yield _failed(task, _error_text(exc))
+                    outcomes = _failed_unit(unit, _error_text(exc))
+                yield from outcomes
     finally:
         if started_here:
             ray.shutdown()
@@ -519,12 +621,14 @@ def execute_plan(
     resume: bool = True,
     progress: ProgressCallback | None = None,
     ray_address: str | None = None,
+    batch_size: int | None = None,
 ) -> SweepResult:
     """Run (or resume) a planned sweep and write ``results.parquet``; see :func:`run_sweep`."""
     started = time.perf_counter()
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise InputError("<cli>", "--workers", f"must be at least 1, got {workers}")
+    batch = check_batch_size(batch_size) if batch_size is not None else plan.spec.batch_size
     if ray_address is not None:
         _require_ray()  # before anything is written
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(plan)
@@ -548,20 +652,21 @@ def execute_plan(
     make_output_dir(out_dir, "sweep directory")
     make_output_dir(runs_dir, "sweep directory")
     adopt_run_folders(plan, runs_dir)
-    _write_json_atomic(top, RESOLVED_FILE, plan.resolved())
+    _write_json_atomic(top, RESOLVED_FILE, {**plan.resolved(), "batch_size": batch})
     total = len(plan.runs)
     n_failed = 0
     if progress is not None:
         progress(len(outcomes), total, n_failed)
 
-    tasks = _tasks(plan, todo, runs_dir)
+    # only unfinished runs are batched: a resume after a partial batch reruns the rest of it
+    units = make_batches(_tasks(plan, todo, runs_dir), batch)
     backend: Iterator[RunOutcome]
-    if ray_address is not None and tasks:
-        backend = _ray_backend(tasks, workers, ray_address)
+    if ray_address is not None and units:
+        backend = _ray_backend(units, workers, ray_address)
     elif workers == 1:
-        backend = _in_process(tasks)
+        backend = _in_process(units)
     else:
-        backend = _process_pool(tasks, workers)
+        backend = _process_pool(units, workers)
     executed: list[str] = []
     # closing(): an exception in the loop (Ctrl-C inside the progress callback) stops the pool now,
     # not whenever the generator is collected.
@@ -588,7 +693,19 @@ def execute_plan(
         resumed=resumed,
         failed=failed,
         wall_s=time.perf_counter() - started,
+        batch_size=batch,
+        batches=sum(len(u.tasks) > 1 for u in units),
     )
+
+
+def check_batch_size(value: object) -> int:
+    """``--batch``: a whole number 1..MAX_BATCH_SIZE (the sweep file's ``batch_size`` is checked
+    by its model)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError("<cli>", "--batch", f"must be a whole number, got {value!r}")
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise InputError("<cli>", "--batch", f"must be between 1 and {MAX_BATCH_SIZE}, got {value}")
+    return value
 
 
 def run_sweep(
@@ -599,6 +716,7 @@ def run_sweep(
     progress: ProgressCallback | None = None,
     ray_address: str | None = None,
     cli_set: dict[str, Any] | None = None,
+    batch_size: int | None = None,
 ) -> SweepResult:
     """Plan, validate and run a sweep file; resumable; returns the results table.
 
@@ -608,6 +726,10 @@ def run_sweep(
     runs as Ray tasks instead. Bad input in the sweep or any design point raises
     :class:`InputError` before any run starts; a run that fails is recorded, never raised.
     ``cli_set``: scenario keys to change in every run (``--set``; :func:`~.spec.plan_sweep`).
+    ``batch_size`` (``--batch``; default: the file's ``batch_size``, else 1): most runs stepped as
+    one lockstep batch (:mod:`kame_sim.sweep.batching` says which runs may share one).
     """
+    if batch_size is not None:
+        check_batch_size(batch_size)  # before the sweep is planned
     plan = load_sweep(Path(spec_path), cli_set)
-    return execute_plan(plan, out_dir, workers, resume, progress, ray_address)
+    return execute_plan(plan, out_dir, workers, resume, progress, ray_address, batch_size)

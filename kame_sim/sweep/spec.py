@@ -41,6 +41,8 @@ from kame_sim.paths import plain_name_problem
 MAX_PLANNED_RUNS = 100_000
 #: Most seeds one sweep may repeat each point with.
 MAX_SEEDS = 10_000
+#: Largest lockstep batch a sweep may ask for (``batch_size`` / ``--batch``).
+MAX_BATCH_SIZE = 256
 
 #: Keys a sweep owns itself: varying them as parameters would fight the sweep's own bookkeeping.
 RESERVED_KEYS = ("run.seed", "run.output_dir", "run.name")
@@ -127,6 +129,12 @@ class SweepSpec(_Strict):
     set: dict[str, Any] = Field(default_factory=dict, description="fixed dotted-key overrides")
     parameters: dict[str, ParameterValues] = Field(default_factory=dict)
     report: ReportSpec | None = Field(None, description="what the sweep report shows first")
+    batch_size: int = Field(
+        1,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="most runs stepped as one lockstep batch (docs/sweeps.md, 'Lockstep batches')",
+    )
 
     @field_validator("name")
     @classmethod
