@@ -32,7 +32,8 @@ from kame_sim.stt.events import SttEvent
 from kame_sim.stt.simulated import schedule_stt_events
 from kame_sim.stt.whisper import check_whisper_settings, whisper_stt_events
 from kame_sim.tokenizer import TextTokenizer
-from kame_sim.trace.ipc_file import IPC_FILENAME, TMP_SUFFIX, write_ipc_file
+from kame_sim.trace.ipc_file import IPC_FILENAME, TMP_SUFFIX, write_ipc_batches, write_ipc_file
+from kame_sim.trace.reader import TraceData, trace_from_batches
 from kame_sim.trace.schema import TRACE_FILENAME
 from kame_sim.trace.writer import TraceWriter
 
@@ -44,12 +45,16 @@ StartHook = Callable[[], None]
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where the run went, and the conversation it loaded (a sweep's metrics reuse it)."""
+    """Where the run went, the conversation it loaded and its trace as written (a sweep's metrics
+    reuse both: no second load, no reading the trace back)."""
 
     run_dir: Path
     trace_path: Path
     conversation_id: str
     conversation: Conversation | None = None
+    #: The finished trace from the writer's batches (what ``read_trace(run_dir)`` returns), or
+    #: None when the run was too long for its batches to be kept in memory.
+    trace: TraceData | None = None
 
 
 def load_run_conversation(scenario: Scenario) -> Conversation:
@@ -380,12 +385,13 @@ def run_scenario(
     out = prepare_run_dir(run_dir, overwrite, RUN_FILES)
     trace: TraceWriter | None = None
     try:
-        out.record(RESOLVED_SCENARIO).write_text(
-            json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n", encoding="utf-8"
+        # trace.arrow is written at the end (through a temporary name, also listed); one
+        # manifest write lists all four
+        resolved, trace_file, _, _ = out.record_all(
+            (RESOLVED_SCENARIO, TRACE_FILENAME, IPC_FILENAME, IPC_FILENAME + TMP_SUFFIX)
         )
-        trace_file = out.record(TRACE_FILENAME)
-        out.record(IPC_FILENAME)  # written at the end (through a temporary name, also listed)
-        out.record(IPC_FILENAME + TMP_SUFFIX)
+        resolved_text = json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n"
+        resolved.write_text(resolved_text, encoding="utf-8")
         meta = {**trace_metadata(scenario, conversation, parts.tokenizer, schedule), **(metadata or {})}
         trace = TraceWriter(trace_file, meta)
         for hook in on_start:
@@ -398,5 +404,10 @@ def run_scenario(
     out.commit()
     with trace:
         Session(parts, trace, progress).run()
-    write_ipc_file(trace_file)
-    return RunResult(run_dir, trace_file, conversation.id, conversation)
+    written: TraceData | None = None
+    if trace.batches is None:
+        write_ipc_file(trace_file)
+    else:
+        write_ipc_batches(trace_file, trace.schema, trace.batches)
+        written = trace_from_batches(trace_file, trace.schema, trace.batches)
+    return RunResult(run_dir, trace_file, conversation.id, conversation, written)

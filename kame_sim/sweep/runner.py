@@ -109,8 +109,7 @@ class SweepResult:
 def _write_json_atomic(out: OutputDir, name: str, data: dict[str, Any]) -> None:
     """Write-then-rename, so a reader (or a resume) never sees half a file; both names are listed
     in the folder's manifest first (a crash between the two leaves a file kame-sim may remove)."""
-    tmp = out.record(name + ".tmp")
-    path = out.record(name)
+    tmp, path = out.record_all((name + ".tmp", name))
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
@@ -155,7 +154,7 @@ def execute_run(task: RunTask) -> RunOutcome:
         scenario = scenario_from_dict(task.scenario, run_dir / "scenario.resolved.json")
         result = run_scenario(scenario, run_dir, metadata=run_metadata(task))
         conversation_id = result.conversation_id
-        trace = read_trace(result.run_dir)
+        trace = result.trace if result.trace is not None else read_trace(result.run_dir)
         if not trace.complete:
             raise RuntimeError("the run ended without a complete trace")
         row = metrics_row(trace, result.conversation)  # the run's own: no second load
