@@ -8,7 +8,7 @@ a half-written run behind. Once the trace is open, rows are streamed to disk as 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -364,10 +364,13 @@ def run_scenario(
     progress: ProgressCallback | None = None,
     audio_out: Path | None = None,
     metadata: Mapping[str, str] | None = None,
+    also_record: Sequence[str] = (),
 ) -> RunResult:
     """Validate, prepare, simulate. The trace is closed (and flushed) even if the run crashes.
 
     ``metadata`` adds schema metadata (a sweep's ``kame_sim.run_id`` and ``kame_sim.parameters``).
+    ``also_record``: files the caller writes into the run folder afterwards (a sweep's
+    ``metrics.json``), listed in its manifest with the run's own, in one manifest write.
     Only a run that ends normally also gets ``trace.arrow``, the IPC-file copy of the stream.
 
     Order: every check (output folder and files first, they are cheap), then the session parts
@@ -387,8 +390,8 @@ def run_scenario(
     try:
         # trace.arrow is written at the end (through a temporary name, also listed); one
         # manifest write lists all four
-        resolved, trace_file, _, _ = out.record_all(
-            (RESOLVED_SCENARIO, TRACE_FILENAME, IPC_FILENAME, IPC_FILENAME + TMP_SUFFIX)
+        resolved, trace_file, *_ = out.record_all(
+            (RESOLVED_SCENARIO, TRACE_FILENAME, IPC_FILENAME, IPC_FILENAME + TMP_SUFFIX, *also_record)
         )
         resolved_text = json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n"
         resolved.write_text(resolved_text, encoding="utf-8")

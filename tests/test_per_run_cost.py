@@ -1,6 +1,7 @@
 """The cheaper per-run path gives what the old one gave: the in-memory trace is the file's trace,
 ``trace.arrow`` written from memory is the copy of the stream, one manifest write lists what
-several did, and the per-process memos (tokenizer, content hash) never serve a stale value."""
+several did, the per-process memos (tokenizer, content hash) never serve a stale value, and the
+bit-parallel edit distance is the dynamic-programming table's."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from conftest import DEMO_SCENARIO
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kame_sim.config import load_scenario
 from kame_sim.conversation import content_hash, hash_memo, load_conversation
 from kame_sim.errors import InputError
+from kame_sim.metrics.text import levenshtein
 from kame_sim.output_dir import MANIFEST, OutputDir
 from kame_sim.runner import run_scenario
 from kame_sim.sweep.runner import metrics_row
@@ -175,3 +179,23 @@ def test_files_changed_too_recently_are_never_memoised(demo_copy: Path):
     # the copy's ctimes are now, within SETTLED_NS: the hash is computed, and not kept
     assert load_conversation(demo_copy).content_hash == _fresh_hash(demo_copy)
     assert hash_memo._memo == {}
+
+
+def _table_levenshtein(a: list[str], b: list[str]) -> int:
+    """The classic dynamic-programming table (what ``levenshtein`` computed before)."""
+    previous = list(range(len(b) + 1))
+    for i, word_a in enumerate(a, 1):
+        current = [i]
+        for j, word_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word_a != word_b)))
+        previous = current
+    return previous[-1]
+
+
+_words = st.lists(st.sampled_from(["a", "b", "c", "the", ""]), max_size=80)
+
+
+@given(_words, _words)
+@settings(max_examples=300, deadline=None)
+def test_bit_parallel_edit_distance_is_the_tables(a: list[str], b: list[str]):
+    assert levenshtein(a, b) == _table_levenshtein(a, b) == levenshtein(b, a)

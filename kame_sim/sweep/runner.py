@@ -120,6 +120,11 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+#: ``metrics.json`` as :func:`_write_json_atomic` lists it (temporary name first), so that the run
+#: lists it with its own files in one manifest write.
+_METRICS_NAMES = (METRICS_FILE + ".tmp", METRICS_FILE)
+
+
 def metrics_row(trace: TraceData, conversation: Conversation | None = None) -> dict[str, Any]:
     """The per-run metric columns of one complete trace (:meth:`RunMetrics.as_row`).
 
@@ -152,7 +157,7 @@ def execute_run(task: RunTask) -> RunOutcome:
     try:
         OutputDir(run_dir).remove_previous()
         scenario = scenario_from_dict(task.scenario, run_dir / "scenario.resolved.json")
-        result = run_scenario(scenario, run_dir, metadata=run_metadata(task))
+        result = run_scenario(scenario, run_dir, metadata=run_metadata(task), also_record=_METRICS_NAMES)
         conversation_id = result.conversation_id
         trace = result.trace if result.trace is not None else read_trace(result.run_dir)
         if not trace.complete:
