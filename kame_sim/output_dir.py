@@ -78,6 +78,8 @@ class OutputDir:
 
     def _inside(self, path: Path) -> bool:
         """Whether ``path`` really lies in the folder (no symlinked folder leads elsewhere)."""
+        if path.parent == self.root:
+            return True  # a file directly in the folder: both sides would resolve alike
         return path.parent.resolve().is_relative_to(self.root.resolve())
 
     def owns(self, name: str) -> bool:

@@ -45,7 +45,7 @@ def write_ipc_batches(
     dest = Path(dest) if dest is not None else stream_path.with_name(IPC_FILENAME)
     tmp = dest.with_name(dest.name + TMP_SUFFIX)
     try:
-        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        options = pa.ipc.IpcWriteOptions(compression="zstd", use_threads=False)
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as out:
             for batch in batches:
                 if batch.num_rows:

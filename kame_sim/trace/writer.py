@@ -46,8 +46,10 @@ class TraceWriter:
         self.path = path
         self.schema = trace_schema(metadata)
         self._sink = pa.OSFile(str(path), "wb")
+        # Compressed on this thread: a batch's buffers are small, and a sweep's workers already
+        # keep every core busy (the compressed bytes are the same either way).
         self._writer = pa.ipc.new_stream(
-            self._sink, self.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")
+            self._sink, self.schema, options=pa.ipc.IpcWriteOptions(compression="zstd", use_threads=False)
         )
         self._batch_rows = batch_rows
         self._flush_seconds = flush_seconds
