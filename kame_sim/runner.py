@@ -35,7 +35,7 @@ from kame_sim.tokenizer import TextTokenizer
 from kame_sim.trace.ipc_file import IPC_FILENAME, TMP_SUFFIX, write_ipc_batches, write_ipc_file
 from kame_sim.trace.reader import TraceData, trace_from_batches
 from kame_sim.trace.schema import TRACE_FILENAME
-from kame_sim.trace.writer import TraceWriter
+from kame_sim.trace.writer import KEEP_BYTES, TraceWriter
 
 #: What a run writes into its folder (the manifest lists them; --overwrite replaces only these).
 RUN_FILES = (TRACE_FILENAME, RESOLVED_SCENARIO, IPC_FILENAME, IPC_FILENAME + TMP_SUFFIX)
@@ -396,7 +396,7 @@ def run_scenario(
         resolved_text = json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n"
         resolved.write_text(resolved_text, encoding="utf-8")
         meta = {**trace_metadata(scenario, conversation, parts.tokenizer, schedule), **(metadata or {})}
-        trace = TraceWriter(trace_file, meta)
+        trace = TraceWriter(trace_file, meta, keep_bytes=KEEP_BYTES)
         for hook in on_start:
             hook()
     except BaseException:

@@ -16,6 +16,7 @@ from conftest import DEMO_SCENARIO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kame_sim import runner
 from kame_sim.config import load_scenario
 from kame_sim.conversation import content_hash, hash_memo, load_conversation
 from kame_sim.errors import InputError
@@ -25,7 +26,6 @@ from kame_sim.runner import run_scenario
 from kame_sim.sweep.runner import metrics_row
 from kame_sim.tokenizer import BUNDLED_MODEL, TextTokenizer
 from kame_sim.trace import TraceWriter, read_trace, write_ipc_batches, write_ipc_file
-from kame_sim.trace import writer as trace_writer
 from kame_sim.trace.schema import COLUMNS
 
 DEMO_DATA = DEMO_SCENARIO.parent / "data" / "demo"
@@ -60,7 +60,7 @@ def _write_rows(writer: TraceWriter, n: int) -> None:
 
 def test_trace_arrow_from_kept_batches_equals_the_copy_of_the_stream(tmp_path: Path):
     stream = tmp_path / "trace.arrows"
-    with TraceWriter(stream, {"kame_sim.seed": "1"}, batch_rows=64) as writer:
+    with TraceWriter(stream, {"kame_sim.seed": "1"}, batch_rows=64, keep_bytes=10**6) as writer:
         _write_rows(writer, 300)  # five batches of 64 and a last one of 45
     assert writer.batches is not None and len(writer.batches) == 1 + 5
     copied = read_trace(write_ipc_file(stream, tmp_path / "copied.arrow"))
@@ -73,7 +73,7 @@ def test_trace_arrow_from_kept_batches_equals_the_copy_of_the_stream(tmp_path: P
 
 
 def test_past_the_memory_cap_a_run_copies_the_stream_as_before(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(trace_writer, "KEEP_BYTES", 1000)  # the demo's one batch is ~250 kB
+    monkeypatch.setattr(runner, "KEEP_BYTES", 1000)  # the demo's one batch is ~250 kB
     result = run_scenario(load_scenario(DEMO_SCENARIO), tmp_path / "run")
     assert result.trace is None
     stream, file = read_trace(result.run_dir), read_trace(result.run_dir / "trace.arrow")
@@ -95,6 +95,15 @@ def test_every_column_lands_in_its_own_place(tmp_path: Path):
     assert row["seq"] == 0 and row["event"] == "llm_start" and row["t_sim"] == 1.5
     assert {k: row[k] for k in values} == values
     assert 0 <= row["wall_s"] < 60
+    assert writer.batches is None  # not asked to keep them
+
+
+def test_kept_batches_stop_at_the_cap(tmp_path: Path):
+    with TraceWriter(tmp_path / "t.arrows", {}, batch_rows=64, keep_bytes=20_000) as writer:
+        _write_rows(writer, 64)
+        assert writer.batches is not None and len(writer.batches) == 2  # the empty one, 64 rows
+        _write_rows(writer, 300)
+    assert writer.batches is None
 
 
 def test_record_all_lists_every_name_once_in_order_with_one_write(tmp_path: Path, monkeypatch):

@@ -4,7 +4,7 @@ The file is an Arrow IPC *stream*: every flushed batch is readable even if the p
 later, so a crashed or killed run leaves a readable partial trace (it lacks the ``run_end`` row).
 Batches are flushed every ``batch_rows`` rows and at least every ``flush_seconds`` of wall time.
 
-The writer also keeps the batches it wrote (up to ``keep_bytes``), so that the end of a run can
+Asked to (``keep_bytes``), the writer also keeps the batches it wrote, so that the end of a run can
 write ``trace.arrow`` and compute a sweep run's metrics from them instead of reading the stream
 back: the same batches, so the same table (:func:`kame_sim.trace.reader.trace_from_batches`).
 """
@@ -27,8 +27,9 @@ ROW_ORDER = (
 assert ("seq", *ROW_ORDER) == COLUMNS, "TraceWriter.row's tuple no longer matches the trace schema"
 
 
-#: Kept batches above this many bytes are dropped (a very long run): its ``trace.arrow`` is then
-#: copied from the stream file, as before, instead of held in memory.
+#: What a single run keeps (:func:`kame_sim.runner.run_scenario`): past this many bytes of
+#: batches (a very long run) they are dropped, and its ``trace.arrow`` is copied from the stream
+#: file, as before, instead of written from memory.
 KEEP_BYTES = 64 * 1024 * 1024
 
 
@@ -60,10 +61,11 @@ class TraceWriter:
         self._rows: list[tuple[Any, ...]] = []
         self._seq = 0
         self.rows_written = 0
-        self._keep_bytes = KEEP_BYTES if keep_bytes is None else keep_bytes
+        self._keep_bytes = keep_bytes or 0
         self._kept_bytes = 0
-        #: Every batch written to the stream, in order (None once past ``keep_bytes``).
-        self.batches: list[pa.RecordBatch] | None = []
+        #: Every batch written to the stream, in order; None without ``keep_bytes`` (nothing is
+        #: kept: lockstep's many writers, importers) or once past it.
+        self.batches: list[pa.RecordBatch] | None = [] if keep_bytes is not None else None
         # pyarrow writes the schema lazily; an empty batch puts it (and the run's metadata) on disk
         # now, so a run killed before its first flush still leaves a readable (empty) trace.
         self._write(pa.RecordBatch.from_pylist([], schema=self.schema))
