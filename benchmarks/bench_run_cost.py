@@ -7,7 +7,8 @@ Not a test: it prints medians. Each run is a sweep run of the demo (5 TTFT media
 untimed warm-up runs. The phases are timed by wrapping the functions the run path calls (a
 wrapper costs well under a microsecond; the phases are milliseconds). ``--baseline REV`` also
 times that revision's code (``git archive``), in a fresh interpreter each, alternating with this
-tree's (A B A B), so both see the same machine load.
+tree's (A B A B), so both see the same machine load. ``cpu`` is the process's CPU time per
+run (``time.process_time``): on a shared machine it moves far less than the wall time.
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ for task in tasks[:5]:
 per = collections.defaultdict(list)
 for task in tasks[5 : 5 + runs]:
     acc.clear()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     outcome = SR.execute_run(task)
     total = time.perf_counter() - t0
+    per["cpu"].append(time.process_time() - c0)
     assert outcome.status == "ok", outcome.error
     per["total"].append(total)
     for k, v in acc.items():
@@ -136,12 +138,18 @@ def main() -> None:
     names = list(trees)
     print(f"one demo sweep run in one process, median ms of {args.runs * args.repeats} runs per tree")
     print(f"{'phase':<12}" + "".join(f"{n:>12}" for n in names))
-    for phase in (*PHASES, "total"):
+    for phase in (*PHASES, "total", "cpu"):
         cells = [statistics.median(got[n][phase]) * 1000 if phase in got[n] else float("nan") for n in names]
         print(f"{phase:<12}" + "".join(f"{c:>12.2f}" for c in cells))
+    print("(cpu: the process's CPU time per run, which other jobs on the machine disturb far less)")
     for name in names:
         best = min(got[name]["total"]) * 1000
         print(f"{name}: best run {best:.1f} ms, median {statistics.median(got[name]['total']) * 1000:.1f} ms")
+    if args.baseline:
+        base = names[1]
+        for key in ("total", "cpu"):
+            ratio = statistics.median(got[base][key]) / statistics.median(got["this tree"][key])
+            print(f"{base} / this tree, median {key}: {ratio:.2f}x")
 
 
 if __name__ == "__main__":
