@@ -8,7 +8,7 @@ a half-written run behind. Once the trace is open, rows are streamed to disk as 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +32,10 @@ from kame_sim.stt.events import SttEvent
 from kame_sim.stt.simulated import schedule_stt_events
 from kame_sim.stt.whisper import check_whisper_settings, whisper_stt_events
 from kame_sim.tokenizer import TextTokenizer
-from kame_sim.trace.ipc_file import IPC_FILENAME, TMP_SUFFIX, write_ipc_file
+from kame_sim.trace.ipc_file import IPC_FILENAME, TMP_SUFFIX, write_ipc_batches, write_ipc_file
+from kame_sim.trace.reader import TraceData, trace_from_batches
 from kame_sim.trace.schema import TRACE_FILENAME
-from kame_sim.trace.writer import TraceWriter
+from kame_sim.trace.writer import KEEP_BYTES, TraceWriter
 
 #: What a run writes into its folder (the manifest lists them; --overwrite replaces only these).
 RUN_FILES = (TRACE_FILENAME, RESOLVED_SCENARIO, IPC_FILENAME, IPC_FILENAME + TMP_SUFFIX)
@@ -44,12 +45,16 @@ StartHook = Callable[[], None]
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where the run went, and the conversation it loaded (a sweep's metrics reuse it)."""
+    """Where the run went, the conversation it loaded and its trace as written (a sweep's metrics
+    reuse both: no second load, no reading the trace back)."""
 
     run_dir: Path
     trace_path: Path
     conversation_id: str
     conversation: Conversation | None = None
+    #: The finished trace from the writer's batches (what ``read_trace(run_dir)`` returns), or
+    #: None when the run was too long for its batches to be kept in memory.
+    trace: TraceData | None = None
 
 
 def load_run_conversation(scenario: Scenario) -> Conversation:
@@ -360,10 +365,13 @@ def run_scenario(
     progress: ProgressCallback | None = None,
     audio_out: Path | None = None,
     metadata: Mapping[str, str] | None = None,
+    also_record: Sequence[str] = (),
 ) -> RunResult:
     """Validate, prepare, simulate. The trace is closed (and flushed) even if the run crashes.
 
     ``metadata`` adds schema metadata (a sweep's ``kame_sim.run_id`` and ``kame_sim.parameters``).
+    ``also_record``: files the caller writes into the run folder afterwards (a sweep's
+    ``metrics.json``), listed in its manifest with the run's own, in one manifest write.
     Only a run that ends normally also gets ``trace.arrow``, the IPC-file copy of the stream.
 
     Order: every check (output folder and files first, they are cheap), then the session parts
@@ -381,14 +389,15 @@ def run_scenario(
     out = prepare_run_dir(run_dir, overwrite, RUN_FILES)
     trace: TraceWriter | None = None
     try:
-        out.record(RESOLVED_SCENARIO).write_text(
-            json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n", encoding="utf-8"
+        # trace.arrow is written at the end (through a temporary name, also listed); one
+        # manifest write lists all four
+        resolved, trace_file, *_ = out.record_all(
+            (RESOLVED_SCENARIO, TRACE_FILENAME, IPC_FILENAME, IPC_FILENAME + TMP_SUFFIX, *also_record)
         )
-        trace_file = out.record(TRACE_FILENAME)
-        out.record(IPC_FILENAME)  # written at the end (through a temporary name, also listed)
-        out.record(IPC_FILENAME + TMP_SUFFIX)
+        resolved_text = json.dumps(json.loads(scenario.resolved_json()), indent=2) + "\n"
+        resolved.write_text(resolved_text, encoding="utf-8")
         meta = {**trace_metadata(scenario, conversation, parts.tokenizer, schedule), **(metadata or {})}
-        trace = TraceWriter(trace_file, meta)
+        trace = TraceWriter(trace_file, meta, keep_bytes=KEEP_BYTES)
         for hook in on_start:
             hook()
     except BaseException:
@@ -399,5 +408,10 @@ def run_scenario(
     out.commit()
     with trace:
         Session(parts, trace, progress).run()
-    write_ipc_file(trace_file)
-    return RunResult(run_dir, trace_file, conversation.id, conversation)
+    written: TraceData | None = None
+    if trace.batches is None:
+        write_ipc_file(trace_file)
+    else:
+        write_ipc_batches(trace_file, trace.schema, trace.batches)
+        written = trace_from_batches(trace_file, trace.schema, trace.batches)
+    return RunResult(run_dir, trace_file, conversation.id, conversation, written)

@@ -542,9 +542,10 @@ class Session:
     # The frame loop is a chain of SimPy timeouts whose callbacks the driver steps: ``next_frame``
     # runs the environment up to frame k's ready tick (every event before it, and the ones at that
     # tick that SimPy orders first), drains the oracle queue and stops the environment there, at
-    # once (StopSimulation from the frame's callback); the driver steps the front-end (alone, or
-    # batched with other replicas: kame_sim/lockstep.py); ``finish_frame`` writes the frame's rows,
-    # feeds the words back and schedules frame k + 1, before any other event of this tick runs.
+    # once (it steps event by event until the frame's callback has run); the driver steps the
+    # front-end (alone, or batched with other replicas: kame_sim/lockstep.py); ``finish_frame``
+    # writes the frame's rows, feeds the words back and schedules frame k + 1, before any other
+    # event of this tick runs.
     # Event for event this is the generator frame loop it replaced: the same events are scheduled
     # in the same order, so ties at one simulated instant resolve as before.
 
@@ -570,8 +571,9 @@ class Session:
             self._drain_frame()  # late (budget): the frame runs at once, as the loop used to
 
     def _on_frame_ready(self, _event: simpy.Event | None) -> None:
+        # Sets ``_pending``: :meth:`next_frame` stops stepping the environment there, back to the
+        # driver before any other event (the frame's event has no other callback).
         self._drain_frame()
-        raise simpy.core.StopSimulation(None)  # back to the driver, before any other event
 
     def _drain_frame(self) -> None:
         """Frame ``k``'s audio is complete: drain the oracle queue and pick the token to feed."""
@@ -593,7 +595,16 @@ class Session:
     def next_frame(self) -> int:
         """Run the environment up to the next frame's step; returns the oracle token it feeds."""
         if self._pending is None:
-            self.env.run()
+            # Stepping event by event until the frame is pending is what ``env.run()`` did until
+            # the frame's callback raised StopSimulation, without the exception, SimPy's
+            # rescheduling of the stopped event and its extra step per frame: the other events
+            # are scheduled and processed in the same order, so the trace is the same.
+            step = self.env.step
+            try:
+                while self._pending is None:
+                    step()
+            except simpy.core.EmptySchedule:
+                pass
         assert self._pending is not None, "no frame pending: the session's frames are all done"
         return self._pending[0]
 

@@ -18,6 +18,13 @@ import sentencepiece as spm
 from kame_sim.errors import InputError
 
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "tokenizer_en_1k.model"
+#: Tokenizers loaded in this process, by (path, sha256 of the model file's bytes). A sweep worker
+#: loads the same model for every run; parsing it and listing its pieces cost more than a
+#: behavioural run's front-end. Keyed by content, a changed file is a new entry, never a stale hit.
+_LOADED: dict[tuple[Path, str], TextTokenizer] = {}
+_LOADED_MAX = 16
+#: Memoised chunk encodings per tokenizer, at most (a cache, so clearing it changes no result).
+ENCODE_CACHE_MAX = 100_000
 
 
 class TextTokenizer:
@@ -51,6 +58,18 @@ class TextTokenizer:
             raise InputError(
                 p, "tokenizer", f"cannot read SentencePiece model: {exc.strerror or exc}"
             ) from exc
+        key = (p, hashlib.sha256(data).hexdigest())
+        loaded = _LOADED.get(key)
+        if loaded is None:
+            loaded = cls._parse(p, data)
+            if len(_LOADED) >= _LOADED_MAX:
+                _LOADED.clear()
+            _LOADED[key] = loaded
+        return loaded
+
+    @classmethod
+    def _parse(cls, p: Path, data: bytes) -> TextTokenizer:
+        """A tokenizer from a model file's bytes, checked (see :meth:`load`)."""
         sp = spm.SentencePieceProcessor()
         try:
             sp.LoadFromSerializedProto(data)
@@ -77,6 +96,8 @@ class TextTokenizer:
         ids = self._encode_cache.get(text)
         if ids is None:
             ids = tuple(self._sp.encode(text))
+            if len(self._encode_cache) >= ENCODE_CACHE_MAX:
+                self._encode_cache.clear()
             self._encode_cache[text] = ids
         return list(ids)
 

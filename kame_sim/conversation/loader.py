@@ -18,9 +18,12 @@ is first read: for runs that need it, before their run directory is made
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
+from kame_sim.conversation import hash_memo
 from kame_sim.conversation.audio import LazyAudio, read_wav_info
+from kame_sim.conversation.hash_memo import ABSENT, FileKey
 from kame_sim.conversation.model import Conversation
 from kame_sim.conversation.oracle_raw import parse_oracle_raw
 from kame_sim.conversation.transcript import parse_transcript
@@ -62,11 +65,12 @@ def load_conversation(
     audio_path = dataset_dir / AUDIO_DIR / f"{conversation_id}.wav"
     text_path = dataset_dir / TEXT_DIR / f"{conversation_id}.json"
     oracle_path = dataset_dir / ORACLE_DIR / f"{conversation_id}.json"
-    audio_bytes = _read(audio_path, "audio", dataset_dir)
-    text_bytes = _read(text_path, "transcript", dataset_dir)
+    audio_bytes, audio_key = _read(audio_path, "audio", dataset_dir)
+    text_bytes, text_key = _read(text_path, "transcript", dataset_dir)
     oracle_bytes: bytes | None = None
+    oracle_key: FileKey | None = ABSENT
     if oracle_path.is_file():
-        oracle_bytes = _read(oracle_path, "oracle_raw", dataset_dir)
+        oracle_bytes, oracle_key = _read(oracle_path, "oracle_raw", dataset_dir)
     elif require_oracle:
         raise InputError(
             oracle_path, "oracle_raw", "file not found (this scenario replays recorded predictions)"
@@ -82,7 +86,7 @@ def load_conversation(
         sample_rate=sample_rate,
         words=words,
         oracle_raw=oracle,
-        content_hash=content_hash(audio_bytes, text_bytes, oracle_bytes),
+        content_hash=_memoised_hash((audio_key, text_key, oracle_key), audio_bytes, text_bytes, oracle_bytes),
         speakers=speakers,
     )
 
@@ -100,6 +104,17 @@ def content_hash(audio: bytes, transcript: bytes, oracle_raw: bytes | None) -> s
         if data is not None:
             h.update(data)
     return h.hexdigest()
+
+
+def _memoised_hash(
+    keys: tuple[FileKey | None, ...], audio: bytes, transcript: bytes, oracle_raw: bytes | None
+) -> str:
+    """:func:`content_hash`, memoised per process while the files are unchanged (:mod:`.hash_memo`)."""
+    digest = hash_memo.lookup(keys)
+    if digest is None:
+        digest = content_hash(audio, transcript, oracle_raw)
+        hash_memo.remember(keys, digest)
+    return digest
 
 
 def _check_dataset_dir(dataset_dir: Path) -> Path:
@@ -139,10 +154,15 @@ def _resolve_id(dataset_dir: Path, conversation_id: str | None) -> str:
     return conversation_id
 
 
-def _read(path: Path, field: str, dataset_dir: Path) -> bytes:
-    """The file's bytes; a missing file names what is there, so a typo in the id is obvious."""
+def _read(path: Path, field: str, dataset_dir: Path) -> tuple[bytes, FileKey | None]:
+    """The file's bytes and its :func:`~.hash_memo.file_key` (None: not to be trusted); a missing
+    file names what is there, so a typo in the id is obvious."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            before = os.fstat(f.fileno())
+            read_at = hash_memo.now_ns()
+            data = f.read()
+            return data, hash_memo.file_key(before, os.fstat(f.fileno()), read_at)
     except FileNotFoundError:
         available = ", ".join(list_conversations(dataset_dir)) or "none"
         raise InputError(path, field, f"file not found (available conversations: {available})") from None

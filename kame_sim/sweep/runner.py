@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import multiprocessing
 import os
@@ -125,8 +126,7 @@ class SweepResult:
 def _write_json_atomic(out: OutputDir, name: str, data: dict[str, Any]) -> None:
     """Write-then-rename, so a reader (or a resume) never sees half a file; both names are listed
     in the folder's manifest first (a crash between the two leaves a file kame-sim may remove)."""
-    tmp = out.record(name + ".tmp")
-    path = out.record(name)
+    tmp, path = out.record_all((name + ".tmp", name))
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
@@ -135,6 +135,11 @@ def _error_text(exc: BaseException) -> str:
     if isinstance(exc, InputError):
         return exc.one_line()
     return f"{type(exc).__name__}: {exc}"
+
+
+#: ``metrics.json`` as :func:`_write_json_atomic` lists it (temporary name first), so that the run
+#: lists it with its own files in one manifest write.
+_METRICS_NAMES = (METRICS_FILE + ".tmp", METRICS_FILE)
 
 
 def metrics_row(trace: TraceData, conversation: Conversation | None = None) -> dict[str, Any]:
@@ -170,7 +175,7 @@ def execute_run(task: RunTask, batch: dict[str, Any] | None = None) -> RunOutcom
     try:
         OutputDir(run_dir).remove_previous()
         scenario = scenario_from_dict(task.scenario, run_dir / "scenario.resolved.json")
-        result = run_scenario(scenario, run_dir, metadata=run_metadata(task))
+        result = run_scenario(scenario, run_dir, metadata=run_metadata(task), also_record=_METRICS_NAMES)
         conversation_id = result.conversation_id
         return _record_ok(task, result, time.perf_counter() - started, batch)
     except Exception as exc:
@@ -180,8 +185,12 @@ def execute_run(task: RunTask, batch: dict[str, Any] | None = None) -> RunOutcom
 def _record_ok(
     task: RunTask, result: RunResult, wall: float, batch: dict[str, Any] | None = None
 ) -> RunOutcome:
-    """A finished run's metrics, written to its ``metrics.json`` (last, atomically)."""
-    trace = read_trace(result.run_dir)
+    """A finished run's metrics, written to its ``metrics.json`` (last, atomically).
+
+    The trace the run kept in memory is the one measured (the same table, checked as a read
+    would); a run whose trace outgrew what a run keeps is read back from its file.
+    """
+    trace = result.trace if result.trace is not None else read_trace(result.run_dir)
     if not trace.complete:
         raise RuntimeError("the run ended without a complete trace")
     row = metrics_row(trace, result.conversation)  # the run's own: no second load
@@ -326,6 +335,7 @@ def _init_worker(parent: int, torch_threads: int, uses_torch: bool) -> None:
     thread per core. torch is imported only for a sweep that uses the real front-end (a
     behavioural sweep never imports it)."""
     die_with_parent(parent)
+    gc.freeze()  # see _in_process
     if uses_torch or "torch" in sys.modules:
         import torch
 
@@ -340,6 +350,10 @@ def _worker_initargs(tasks: Iterable[RunTask], workers: int) -> tuple[int, bool]
 
 
 def _in_process(units: list[RunBatch]) -> Iterator[RunOutcome]:
+    # What is loaded by now (kame-sim, pyarrow, numpy, pydantic) lives as long as the process:
+    # frozen, the garbage collector stops rescanning it after every few runs (a run's own garbage
+    # is still collected). Changes no result, only when memory is scanned.
+    gc.freeze()
     for unit in units:
         yield from execute_batch(unit)
 

@@ -83,6 +83,18 @@ def read_trace(path: Path) -> TraceData:
             except (pa.ArrowInvalid, OSError):
                 truncated = True
                 break
+    return trace_from_batches(file, schema, batches, truncated)
+
+
+def trace_from_batches(
+    file: Path, schema: pa.Schema, batches: list[pa.RecordBatch], truncated: bool = False
+) -> TraceData:
+    """A trace from its schema and record batches, checked as :func:`read_trace` checks a file.
+
+    :func:`read_trace` ends here with the batches it read; a finished run hands in the batches its
+    :class:`~kame_sim.trace.writer.TraceWriter` wrote (``writer.batches``: the same batches, so
+    the same table, chunk for chunk), which spares a sweep reading its own trace back.
+    """
     raw = schema.metadata or {}
     metadata = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
     version = metadata.get("kame_sim.schema_version")
