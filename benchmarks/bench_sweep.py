@@ -35,7 +35,7 @@ import kame_sim
 spec, out, workers, tree = sys.argv[1:]
 assert Path(kame_sim.__file__).resolve().is_relative_to(Path(tree).resolve()), kame_sim.__file__
 import pyarrow.compute as pc
-from kame_sim.sweep import run_sweep
+from kame_sim.sweep.runner import run_sweep
 t0 = time.perf_counter()
 result = run_sweep(Path(spec), Path(out), workers=int(workers), resume=False)
 wall = time.perf_counter() - t0

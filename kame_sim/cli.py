@@ -330,7 +330,7 @@ def sweep(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Run a design over scenario parameters × seeds × conversations; write results.parquet."""
-    from kame_sim.sweep import run_sweep
+    from kame_sim.sweep.runner import run_sweep
 
     with _user_errors():
         progress = _progress_bar("sweeping", quiet)
@@ -413,7 +413,7 @@ def check(
     ] = 0,
 ) -> None:
     """A CI robustness gate: run a small sweep, assert thresholds; exit 1 when one fails."""
-    from kame_sim.sweep import run_check
+    from kame_sim.sweep.check import run_check
 
     shrinker = _check_shrinker(shrink) if shrink else None
 

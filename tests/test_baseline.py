@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from kame_sim.cli import app
 from kame_sim.compare import SweepResults
 from kame_sim.errors import InputError
-from kame_sim.sweep import run_check, run_sweep
-from kame_sim.sweep.check import BaselineCheck, judge_baseline
+from kame_sim.sweep.check import BaselineCheck, judge_baseline, run_check
+from kame_sim.sweep.runner import run_sweep
 from kame_sim.sweep.spec import PlannedRun
 
 SWEEP = f'''base = "{DEMO_SCENARIO}"

@@ -9,7 +9,7 @@ import pytest
 from conftest import DEMO_SCENARIO, REPO
 
 from kame_sim.errors import InputError
-from kame_sim.sweep import load_check, run_check
+from kame_sim.sweep.check import load_check, run_check
 
 ROBUSTNESS = REPO / "scenarios" / "checks" / "robustness.toml"
 

@@ -20,7 +20,7 @@ from kame_sim.cli import app
 from kame_sim.compare import compare_runs, compare_sweeps, is_sweep, load_results, plot_comparison
 from kame_sim.errors import InputError
 from kame_sim.metrics.paired import Sample, expanded_level, paired_difference, t_quantile
-from kame_sim.sweep import run_sweep
+from kame_sim.sweep.runner import run_sweep
 from kame_sim.trace import read_trace
 
 

@@ -20,7 +20,7 @@ from kame_sim.config import load_scenario
 from kame_sim.export import MANIFEST_FILE, export_parquet
 from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
 from kame_sim.runner import load_run_conversation, run_scenario
-from kame_sim.sweep import run_sweep
+from kame_sim.sweep.runner import run_sweep
 from kame_sim.sweep.spec import run_id_of_folder
 from kame_sim.trace import IPC_FILENAME, TRACE_FILENAME, read_trace, write_ipc_file
 

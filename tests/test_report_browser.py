@@ -16,7 +16,7 @@ from kame_sim.config import load_scenario
 from kame_sim.report import report_for_trace
 from kame_sim.report.sweep_report import report_for_sweep
 from kame_sim.runner import run_scenario
-from kame_sim.sweep import run_sweep
+from kame_sim.sweep.runner import run_sweep
 
 
 @pytest.fixture(scope="module")

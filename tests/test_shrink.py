@@ -31,7 +31,7 @@ from kame_sim.shrink.nominal import nominal_delays
 from kame_sim.shrink.replay import Replayer, schedule_of
 from kame_sim.shrink.run import event_marks, shrink_run
 from kame_sim.shrink.search import ShrinkError, shrink_entries
-from kame_sim.sweep import run_check
+from kame_sim.sweep.check import run_check
 from kame_sim.sweep.runner import metrics_row
 from kame_sim.trace import WALL_COLUMNS, read_trace
 

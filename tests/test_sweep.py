@@ -18,9 +18,8 @@ from conftest import DEMO_SCENARIO, REPO
 
 from kame_sim.errors import InputError
 from kame_sim.report.sweep_report import KEY_METRICS, report_for_sweep, value_label
-from kame_sim.sweep import load_sweep, run_sweep
-from kame_sim.sweep.runner import METRICS_FILE, RESOLVED_FILE, RESULTS_FILE
-from kame_sim.sweep.spec import MAX_FOLDER_NAME, run_folder_name, run_id_of_folder
+from kame_sim.sweep.runner import METRICS_FILE, RESOLVED_FILE, RESULTS_FILE, run_sweep
+from kame_sim.sweep.spec import MAX_FOLDER_NAME, load_sweep, run_folder_name, run_id_of_folder
 from kame_sim.trace import read_trace
 
 TTFT_TABLE = '"llm.ttft" = { kind = "lognormal", median = 0.73, sigma = 0.32 }'
@@ -296,7 +295,7 @@ def test_sweep_resumes_after_being_killed(tmp_path: Path):
     spec = ttft_sweep(tmp_path, medians="[0.25, 0.5, 1.0, 2.0, 4.0]", seeds="2")
     out = tmp_path / "out"
     code = (
-        "from pathlib import Path\nfrom kame_sim.sweep import run_sweep\n"
+        "from pathlib import Path\nfrom kame_sim.sweep.runner import run_sweep\n"
         f"run_sweep(Path({str(spec)!r}), Path({str(out)!r}), workers=1)\n"
     )
     proc = subprocess.Popen(

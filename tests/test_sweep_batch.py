@@ -21,7 +21,6 @@ from kame_sim.cli import app
 from kame_sim.config import load_scenario
 from kame_sim.errors import InputError
 from kame_sim.frontend.kame import model_cache
-from kame_sim.sweep import load_sweep, run_sweep
 from kame_sim.sweep.batching import batch_key, plan_batches
 from kame_sim.sweep.runner import (
     METRICS_FILE,
@@ -31,8 +30,9 @@ from kame_sim.sweep.runner import (
     _process_pool,
     _tasks,
     make_batches,
+    run_sweep,
 )
-from kame_sim.sweep.spec import MAX_BATCH_SIZE, parse_spec
+from kame_sim.sweep.spec import MAX_BATCH_SIZE, load_sweep, parse_spec
 from kame_sim.trace import WALL_COLUMNS, read_trace
 
 TINY_SCENARIO = DEMO_SCENARIO.parent / "tiny-kame.toml"

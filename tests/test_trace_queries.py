@@ -14,7 +14,7 @@ from conftest import DEMO_SCENARIO, REPO
 from kame_sim.config import load_scenario
 from kame_sim.export import export_parquet
 from kame_sim.runner import run_scenario
-from kame_sim.sweep import run_sweep
+from kame_sim.sweep.runner import run_sweep
 
 EXPORT_QUERY_MARKER = "<!-- ci: export query -->"
 TRACE_QUERY_MARKER = "<!-- ci: trace query -->"
