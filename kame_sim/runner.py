@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kame_sim import __version__
-from kame_sim.config import BehaviouralSettings, Scenario
+from kame_sim.config import BehaviouralSettings, KameSettings, Scenario
 from kame_sim.conversation import Conversation, load_conversation
 from kame_sim.conversation.loader import AUDIO_DIR, TEXT_DIR
 from kame_sim.delays import component_rng
@@ -137,6 +137,18 @@ def build_frontend(scenario: Scenario, audio_out: Path | None = None) -> tuple[F
     check_padding_id(scenario, tokenizer)
     sampling_seed = int(component_rng(scenario.run.seed, "frontend.sampling").integers(2**31))
     return KameFrontend(settings, loaded, sampling_seed, audio_out), tokenizer
+
+
+def check_checkpoint_files(settings: KameSettings) -> None:
+    """A real front-end's checkpoint folder, config, named files and device, checked without
+    loading a weight: what a sweep checks once per checkpoint before it writes anything, so a
+    missing checkpoint is one line and exit 2 instead of every run failing in its worker.
+    (torch comes with the checkpoint module: imported here, as in :func:`build_frontend`.)
+    """
+    from kame_sim.frontend.kame.checkpoint import read_checkpoint, resolve_device
+
+    read_checkpoint(settings.checkpoint)
+    resolve_device(settings.device, "frontend.device")
 
 
 def build_llm(

@@ -376,3 +376,19 @@ def test_the_bundled_tiny_kame_sweep_forms_four_batches_of_eight(tmp_path: Path)
     batches = make_batches(_tasks(plan, plan.runs, tmp_path), 8)
     assert [len(b.tasks) for b in batches] == [8, 8, 8, 8]
     assert [len(b.tasks) for b in make_batches(_tasks(plan, plan.runs, tmp_path), 1)] == [1] * 32
+
+
+@pytest.mark.parametrize("broken", ["missing", "bad-json", "no-weights"])
+def test_a_sweep_with_a_broken_checkpoint_stops_before_writing(tmp_path, codes, broken):
+    """Every run would fail in its worker; the sweep checks each checkpoint once, up front."""
+    ckpt = tmp_path / "ckpt"
+    if broken != "missing":
+        ckpt.mkdir()
+        text = "{" if broken == "bad-json" else '{"lm_weights": "nope.safetensors"}'
+        (ckpt / "config.json").write_text(text)
+    spec = tiny_sweep(tmp_path, ckpt, codes)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and str(ckpt) in result.output
+    assert not out.exists()

@@ -40,14 +40,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kame_sim import __version__
-from kame_sim.config import scenario_from_dict
+from kame_sim.config import KameSettings, scenario_from_dict
 from kame_sim.conversation import Conversation
 from kame_sim.errors import InputError
 from kame_sim.lockstep import run_batch
 from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
 from kame_sim.output_dir import OutputDir
 from kame_sim.paths import make_output_dir
-from kame_sim.runner import RUN_FILES, RunResult, run_scenario
+from kame_sim.runner import RUN_FILES, RunResult, check_checkpoint_files, run_scenario
 from kame_sim.sweep.batching import batch_key, plan_batches
 from kame_sim.sweep.spec import MAX_BATCH_SIZE, PlannedRun, SweepPlan, load_sweep, run_id_of_folder
 from kame_sim.trace import TraceData, read_trace
@@ -628,6 +628,20 @@ def default_out_dir(plan: SweepPlan) -> Path:
     return Path("traces") / "sweeps" / plan.name
 
 
+def check_sweep_checkpoints(runs: Sequence[PlannedRun]) -> None:
+    """Each real front-end checkpoint the runs use, checked once (files, config, device), so a
+    missing or broken one stops the sweep with one line before anything is written."""
+    seen: set[str] = set()
+    for run in runs:
+        frontend = run.scenario.get("frontend", {})
+        if frontend.get("kind") != "kame" or json.dumps(frontend, sort_keys=True) in seen:
+            continue
+        seen.add(json.dumps(frontend, sort_keys=True))
+        scenario = scenario_from_dict(run.scenario, f"sweep run {run.folder}")
+        assert isinstance(scenario.frontend, KameSettings)
+        check_checkpoint_files(scenario.frontend)
+
+
 def execute_plan(
     plan: SweepPlan,
     out_dir: Path | None = None,
@@ -663,6 +677,7 @@ def execute_plan(
         else:
             todo.append(run)
     top = check_sweep_dir(out_dir, todo, existing)  # every check before anything is written
+    check_sweep_checkpoints(todo)
     make_output_dir(out_dir, "sweep directory")
     make_output_dir(runs_dir, "sweep directory")
     adopt_run_folders(plan, runs_dir)
