@@ -359,6 +359,8 @@ def test_run_folder_names_read_as_parameters_then_the_id():
     assert nasty.startswith("a=.._.._etc_31m_vvv") and "/" not in nasty and "\x1b" not in nasty
     assert re.fullmatch(r"[A-Za-z0-9._=+,-]+", nasty) and not nasty.startswith((".", "-"))
     assert run_folder_name({}, "", 0, "e" * 16) == "seed0-" + "e" * 16
+    # the parameters are cut, not the conversation and the seed (a search trial's long tables)
+    assert nasty.endswith("-c_d-seed1-" + "f" * 16)
 
 
 def test_a_sweep_names_its_run_folders_and_resumes_the_old_layout(tmp_path: Path):

@@ -236,15 +236,17 @@ def run_folder_name(parameters: dict[str, Any], conversation_id: str, seed: int,
     first, then the id that makes it unique.
 
     Only letters, digits and ``. _ = + , -`` are kept (anything else, ``/`` and control
-    characters included, becomes ``_``); the readable part is cut so that the whole name is at
-    most :data:`MAX_FOLDER_NAME` characters. The run id (16 hex digits) always ends the name, so a
-    folder is found by id whatever the parameters look like.
+    characters included, becomes ``_``); the parameters are cut (the conversation and the seed are
+    kept whole while they fit) so that the whole name is at most :data:`MAX_FOLDER_NAME`
+    characters. The run id (16 hex digits) always ends the name, so a folder is found by id
+    whatever the parameters look like.
     """
-    readable = ",".join(f"{k}={_value_text(v)}" for k, v in parameters.items())
+    params = _UNSAFE.sub("_", ",".join(f"{k}={_value_text(v)}" for k, v in parameters.items()))
     conversation = "" if conversation_id == "?" else conversation_id  # "?": not found when planned
-    readable = "-".join(p for p in (readable, conversation, f"seed{seed}") if p)
-    readable = _UNSAFE.sub("_", readable)
-    readable = readable[: MAX_FOLDER_NAME - len(run_id) - 1].strip("._-,+=")
+    tail = _UNSAFE.sub("_", "-".join(p for p in (conversation, f"seed{seed}") if p))
+    room = MAX_FOLDER_NAME - len(run_id) - 1
+    params = params[: max(0, room - len(tail) - 1)].strip("._-,+=")
+    readable = "-".join(p for p in (params, tail) if p)[:room].strip("._-,+=")
     return f"{readable}-{run_id}" if readable else run_id
 
 
