@@ -411,6 +411,13 @@ def check(
             help="shrink each failed assertion's worst run with this replay budget (0: off)",
         ),
     ] = 0,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            "--batch",
+            help="step up to N real-front-end runs as one lockstep batch (default: the file's batch_size)",
+        ),
+    ] = None,
 ) -> None:
     """A CI robustness gate: run a small sweep, assert thresholds; exit 1 when one fails."""
     from kame_sim.sweep.check import run_check
@@ -426,7 +433,7 @@ def check(
                 progress.update(task, completed=done, total=total)
 
             result = run_check(
-                spec, out, workers, junit, markdown, resume, report, baseline, _sets(set_), shrinker
+                spec, out, workers, junit, markdown, resume, report, baseline, _sets(set_), shrinker, batch
             )
     console.print(result.markdown, highlight=False, soft_wrap=True, markup=False)
     if not result.passed:

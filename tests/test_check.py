@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from conftest import DEMO_SCENARIO, REPO
+from typer.testing import CliRunner
 
+from kame_sim.cli import app
 from kame_sim.errors import InputError
 from kame_sim.sweep.check import load_check, run_check
 
@@ -218,3 +221,18 @@ def test_where_matches_mixed_type_parameters(tmp_path: Path):
     assert result.passed
     assert [o.n_runs for o in result.assertions[:2]] == [2, 2]
     assert result.sweep.table.column("stt.final_delay").to_pylist() == ['"deepgram-final"'] * 2 + ["0.3"] * 2
+
+
+ASSERT_ONSET = '[[assert]]\nmetric = "onset_median_s"\nstat = "median"\nop = "<="\nvalue = 5.0\n'
+
+
+def test_check_batch_overrides_the_file_and_bad_values_stop_it(tmp_path: Path):
+    spec = write_check(tmp_path, ASSERT_ONSET)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["check", str(spec), "--out", str(out), "--workers", "1",
+                                      "--batch", "4", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "sweep.resolved.json").read_text())["batch_size"] == 4
+    bad = CliRunner().invoke(app, ["check", str(spec), "--out", str(tmp_path / "o2"), "--batch", "0"])
+    assert bad.exit_code == 2 and "--batch" in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o2").exists()

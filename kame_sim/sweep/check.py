@@ -881,6 +881,7 @@ def run_check(
     baseline: Path | None = None,
     cli_set: dict[str, Any] | None = None,
     shrink: Shrinker | None = None,
+    batch_size: int | None = None,
 ) -> CheckResult:
     """Run a check file's sweep into ``out_dir`` (default ``traces/checks/<name>``) and judge it.
 
@@ -892,7 +893,8 @@ def run_check(
     by default, unlike for sweeps: run ids do not cover the code, so a gate re-run after a code
     change must not judge runs the old code made. ``shrink`` (``kame-sim check --shrink N``) is
     called with each failed assertion's worst run and the check's folder and returns the
-    reproducer command and a summary, which the reports then name.
+    reproducer command and a summary, which the reports then name. ``batch_size`` (``--batch``)
+    overrides the file's: real-front-end runs stepped as lockstep batches, the same verdict.
     """
     check = load_check(Path(check_path), cli_set)
     base = load_baseline(check, baseline)
@@ -906,7 +908,7 @@ def run_check(
             if Path(target).is_dir():
                 raise InputError(target, flag, "is a folder, not a file")
             make_output_dir(Path(target).parent, flag)
-    sweep = execute_plan(check.plan, out, workers, resume, progress)
+    sweep = execute_plan(check.plan, out, workers, resume, progress, batch_size=batch_size)
     runs_dir = sweep.out_dir.resolve() / RUNS_DIR
     outcomes = [_judge(a, sweep.table, check.plan, runs_dir) for a in check.assertions]
     if shrink is not None:
