@@ -36,7 +36,7 @@ import pyarrow.dataset as ds
 from kame_sim import __version__
 from kame_sim.errors import InputError
 from kame_sim.export.sources import RunIdentity, find_runs, run_identity
-from kame_sim.sweep.runner import _column as typed_column
+from kame_sim.sweep.runner import typed_column
 from kame_sim.trace.reader import read_trace
 from kame_sim.trace.schema import SCHEMA_VERSION, trace_schema
 

@@ -51,7 +51,7 @@ from kame_sim.search.runner import (
     is_feasible,
 )
 from kame_sim.search.spec import trial_plan
-from kame_sim.sweep.runner import _column
+from kame_sim.sweep.runner import typed_column
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -84,7 +84,8 @@ def trials_table(result: SearchResult) -> pa.Table:
         "best_so_far": pa.array(best_so_far, pa.float64()),
     }
     for key in spec.space:
-        columns[key] = _column([decode(spec, t.params)[key] if key in t.params else None for t in trials])
+        values = [decode(spec, t.params)[key] if key in t.params else None for t in trials]
+        columns[key] = typed_column(values)
     for c in spec.constraint:
         columns[c.label] = pa.array(
             [(t.user_attrs.get("kame_sim.constraints") or {}).get(c.label) for t in trials], pa.float64()

@@ -41,7 +41,7 @@ from kame_sim.paths import make_output_dir
 from kame_sim.search.objective import TrialValue, evaluate_rows
 from kame_sim.search.spec import Choices, Interval, SearchPlan, SearchSpec, load_search, trial_plan
 from kame_sim.sweep.runner import FIXED_COLUMNS, execute_plan
-from kame_sim.sweep.spec import _value_text
+from kame_sim.sweep.spec import value_text
 
 JOURNAL_FILE = "study.journal"
 RESOLVED_FILE = "search.resolved.json"
@@ -110,7 +110,7 @@ def _choice_labels(dim: Choices) -> list[Any]:
     if scalars and not clash:
         return list(dim.choices)
     labels = [
-        v if isinstance(v, str) else _value_text(v) if isinstance(v, dict | list) else json.dumps(v)
+        v if isinstance(v, str) else value_text(v) if isinstance(v, dict | list) else json.dumps(v)
         for v in dim.choices
     ]
     return labels if len(set(labels)) == len(labels) else [f"#{i}:{t}" for i, t in enumerate(labels)]

@@ -513,7 +513,7 @@ def _ray_backend(units: list[RunBatch], workers: int, address: str) -> Iterator[
             ray.shutdown()
 
 
-def _column(values: list[Any]) -> pa.Array:
+def typed_column(values: list[Any]) -> pa.Array:
     """A typed column from Python values; mixed ints/floats become float, anything else JSON."""
     present = [v for v in values if v is not None]
     if not present:
@@ -547,14 +547,14 @@ def results_table(plan: SweepPlan, outcomes: dict[str, RunOutcome]) -> pa.Table:
         "seed": pa.array([r.seed for r in runs], pa.int64()),
     }
     for key in plan.parameter_keys:
-        columns[key] = _column([r.parameters[key] for r in runs])
+        columns[key] = typed_column([r.parameters[key] for r in runs])
     metric_names: list[str] = []
     for outcome in rows:
         for name in outcome.metrics:
             if name not in metric_names and name not in columns:
                 metric_names.append(name)
     for name in metric_names:
-        columns[name] = _column([o.metrics.get(name) for o in rows])
+        columns[name] = typed_column([o.metrics.get(name) for o in rows])
     return pa.table(columns)
 
 

@@ -216,7 +216,7 @@ MAX_FOLDER_NAME = 120
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+,-]+")
 
 
-def _value_text(value: Any) -> str:
+def value_text(value: Any) -> str:
     """A parameter value as a short text: numbers as %g, tables as kind+key=value+..."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -224,10 +224,10 @@ def _value_text(value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, dict):
         items = [str(value["kind"])] if "kind" in value else []
-        items += [f"{k}={_value_text(v)}" for k, v in value.items() if k != "kind"]
+        items += [f"{k}={value_text(v)}" for k, v in value.items() if k != "kind"]
         return "+".join(items)
     if isinstance(value, list):
-        return "+".join(_value_text(v) for v in value)
+        return "+".join(value_text(v) for v in value)
     return str(value)
 
 
@@ -241,7 +241,7 @@ def run_folder_name(parameters: dict[str, Any], conversation_id: str, seed: int,
     characters. The run id (16 hex digits) always ends the name, so a folder is found by id
     whatever the parameters look like.
     """
-    params = _UNSAFE.sub("_", ",".join(f"{k}={_value_text(v)}" for k, v in parameters.items()))
+    params = _UNSAFE.sub("_", ",".join(f"{k}={value_text(v)}" for k, v in parameters.items()))
     conversation = "" if conversation_id == "?" else conversation_id  # "?": not found when planned
     tail = _UNSAFE.sub("_", "-".join(p for p in (conversation, f"seed{seed}") if p))
     room = MAX_FOLDER_NAME - len(run_id) - 1
