@@ -648,3 +648,24 @@ def test_the_policies_sweep(spokenwoz: Path):
     assert {r.conversation_id for r in plan.runs} == {"SNG0072", "SNG0480", "MUL1423"}
     assert len(plan.runs) == 6 * 3 * 24
     assert plan.spec.report is not None and plan.spec.report.x == "llm.ttft"
+
+
+def test_a_schedule_edited_in_place_is_a_new_run_on_resume(tmp_path: Path):
+    """Run ids hash a schedule's bytes, not its path: a resumed sweep reruns after an edit and
+    reuses runs only while the file is unchanged (moved or not)."""
+    schedule = tmp_path / "slow.json"
+    every = [{"kind": "ttft", "stream": i, "seconds": 0.05} for i in range(1, 60)]
+    schedule.write_text(json.dumps(every))
+    spec = write_sweep(
+        tmp_path,
+        f'seeds = 1\n[set]\n{TTFT_TABLE}\n"delays.schedule" = "{schedule}"\n[parameters]\n'
+        '"llm.ttft.median" = [0.5]\n',
+    )
+    out = tmp_path / "out"
+    first = run_sweep(spec, out, workers=1)
+    again = run_sweep(spec, out, workers=1)
+    assert len(again.resumed) == first.total  # unchanged file: reused
+    schedule.write_text(json.dumps([{**e, "seconds": 0.3} for e in every]))
+    edited = run_sweep(spec, out, workers=1)
+    assert not edited.resumed and len(edited.executed) == first.total
+    assert edited.table["ttft_max_s"].to_pylist() != first.table["ttft_max_s"].to_pylist()

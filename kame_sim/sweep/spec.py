@@ -16,6 +16,7 @@ for hours.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -505,14 +506,22 @@ def conversation_fingerprint(path: str | None, conversation_id: str | None) -> _
 def run_id_for(scenario: Scenario, fingerprint: _Fingerprint) -> str:
     """A stable id: sha256 of the resolved scenario (minus where it is written) and the data.
 
-    The conversation's directory is replaced by its content hash when known, so moving the
-    checkout does not invalidate finished runs, while changed data does.
+    The conversation's directory is replaced by its content hash when known, and a delay
+    schedule's path by the hash of its bytes, so moving the checkout does not invalidate finished
+    runs, while changed data does: a schedule edited in place (by hand, or between shrink steps)
+    must not let a resumed sweep reuse runs of the old one.
     """
     resolved = json.loads(scenario.resolved_json())
     resolved["run"].pop("output_dir", None)
     resolved["run"].pop("name", None)
     if fingerprint.content_hash is not None:
         resolved["conversation"]["path"] = None
+    schedule = scenario.delays.schedule
+    if schedule is not None:
+        # unreadable: the path stays (the run reports the file at its key)
+        with contextlib.suppress(OSError):
+            digest = hashlib.sha256(Path(schedule).read_bytes()).hexdigest()
+            resolved["delays"]["schedule"] = f"sha256:{digest}"
     blob = json.dumps(
         {"scenario": resolved, "conversation": [fingerprint.conversation_id, fingerprint.content_hash]},
         sort_keys=True,
