@@ -420,13 +420,13 @@ def plot_comparison(
     t1 = t_range[1] if t_range[1] is not None else max(d.t_end + d.frame_s for d in data)
     n_windows = max(1, math.ceil((t1 - t0) / row_seconds - 1e-9))
     row_len = row_seconds if n_windows > 1 else t1 - t0
-    spi = min(seconds_per_inch, row_len / (tl.MIN_WIDTH_IN - tl._MARGIN_IN))
+    spi = min(seconds_per_inch, row_len / (tl.MIN_WIDTH_IN - tl.MARGIN_IN))
     painters = []
     for i in range(n_windows):
         for d in data:
-            painters.append(tl._RowPainter(d, t0 + i * row_len, t0 + (i + 1) * row_len, spi))
-    width = row_len / spi + tl._MARGIN_IN
-    heights = [p.height * tl._UNIT_IN + 0.45 for p in painters]
+            painters.append(tl.RowPainter(d, t0 + i * row_len, t0 + (i + 1) * row_len, spi))
+    width = row_len / spi + tl.MARGIN_IN
+    heights = [p.height * tl.UNIT_IN + 0.45 for p in painters]
     fig = Figure(figsize=(width, sum(heights) + 1.8), dpi=dpi, layout="constrained")
     axes = fig.subplots(len(painters), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     for k, (ax, painter) in enumerate(zip(axes, painters, strict=True)):
@@ -458,7 +458,7 @@ def plot_comparison(
     fig.suptitle(title, fontsize=10)
     ncol = max(3, min(7, int(width / 2.3)))
     fig.legend(
-        handles=tl._legend_handles(), loc="outside lower center", ncol=ncol, fontsize=7.5, frameon=False
+        handles=tl.legend_handles(), loc="outside lower center", ncol=ncol, fontsize=7.5, frameon=False
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

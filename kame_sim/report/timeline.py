@@ -371,8 +371,8 @@ def extract_timeline(trace: TraceData, join_gap: float = 1.0) -> TimelineData:
 FONT = 7.0  # points, for labels inside lanes
 _CHAR_IN = FONT / 72 * 0.60  # average DejaVu Sans glyph width (inches) at FONT, with a little slack
 SUB = 1.0  # height of one sub-row in lane units
-_UNIT_IN = 0.21  # inches per lane unit
-_MARGIN_IN = 1.6  # lane names on the left, a little space on the right
+UNIT_IN = 0.21  # inches per lane unit
+MARGIN_IN = 1.6  # lane names on the left, a little space on the right
 MIN_WIDTH_IN = 9.0
 
 C_UTTER = ["#9ecae1", "#fdae6b", "#a1d99b", "#bcbddc", "#fc9272", "#c7e9c0", "#dadaeb", "#fdd0a2"]
@@ -545,8 +545,12 @@ def _in_window(a: float, b: float, t0: float, t1: float) -> bool:
     return b >= t0 and a <= t1
 
 
-class _RowPainter:
-    """Draws every lane for one time window [t0, t1] into one axes (lanes are y bands)."""
+class RowPainter:
+    """Draws every lane for one time window [t0, t1] into one axes (lanes are y bands).
+
+    Public, with :data:`MARGIN_IN`, :data:`UNIT_IN` and :func:`legend_handles`: ``compare`` and
+    ``fork`` stack two runs' windows with the same painter, so both pictures read alike.
+    """
 
     def __init__(self, data: TimelineData, t0: float, t1: float, spi: float) -> None:
         self.d, self.t0, self.t1, self.spi = data, t0, t1, spi
@@ -868,7 +872,7 @@ class _RowPainter:
                 ax.plot([t, t], [self.lanes[4].y0, self.height], color=C_ALERT, lw=0.5, alpha=0.6, zorder=2)
 
 
-def _legend_handles() -> list:
+def legend_handles() -> list:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -938,12 +942,12 @@ def plot_timeline(
     n_rows = max(1, math.ceil((t1 - t0) / row_seconds - 1e-9))
     row_len = row_seconds if n_rows > 1 else t1 - t0
     # a short window is a zoom: stretch it to a readable minimum width instead of a thumbnail
-    seconds_per_inch = min(seconds_per_inch, row_len / (MIN_WIDTH_IN - _MARGIN_IN))
+    seconds_per_inch = min(seconds_per_inch, row_len / (MIN_WIDTH_IN - MARGIN_IN))
     painters = [
-        _RowPainter(data, t0 + i * row_len, t0 + (i + 1) * row_len, seconds_per_inch) for i in range(n_rows)
+        RowPainter(data, t0 + i * row_len, t0 + (i + 1) * row_len, seconds_per_inch) for i in range(n_rows)
     ]
-    width = row_len / seconds_per_inch + _MARGIN_IN
-    heights = [p.height * _UNIT_IN + 0.45 for p in painters]
+    width = row_len / seconds_per_inch + MARGIN_IN
+    heights = [p.height * UNIT_IN + 0.45 for p in painters]
     fig = Figure(figsize=(width, sum(heights) + 1.5), dpi=dpi, layout="constrained")
     axes = fig.subplots(n_rows, 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     for ax, painter in zip(axes, painters, strict=True):
@@ -984,7 +988,7 @@ def plot_timeline(
         fontsize=10,
     )
     ncol = max(3, min(7, int(width / 2.3)))
-    handles = _legend_handles()
+    handles = legend_handles()
     if marks:
         from matplotlib.lines import Line2D
 
