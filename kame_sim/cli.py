@@ -154,16 +154,7 @@ def run(
         if replicas > 1:
             _run_replicas(sc, replicas, out, overwrite, quiet, audio_out, save_schedule)
             return
-        progress = Progress(
-            TextColumn("[bold]simulating[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("frames"),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=quiet or not err_console.is_terminal,
-            transient=True,
-        )
+        progress = _progress_bar("simulating", quiet, "frames")
         with progress:
             task = progress.add_task("frames", total=None)
 
@@ -285,12 +276,14 @@ def schedule(
     console.print(f"schedule: [bold]{out}[/] ({len(extracted)} delays)")
 
 
-def _progress_bar(label: str, quiet: bool) -> Progress:
+def _progress_bar(label: str, quiet: bool, unit: str = "runs") -> Progress:
+    """Every long command's bar, on stderr: ``label`` (rich markup; may use ``task.description``),
+    done / total ``unit``, elapsed time; gone when done, off with --quiet or when not a terminal."""
     return Progress(
-        TextColumn(f"[bold]{label}[/]"),
+        TextColumn(f"[bold]{label}[/]" if "[/]" not in label else label),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("runs"),
+        TextColumn(unit),
         TimeElapsedColumn(),
         console=err_console,
         disable=quiet or not err_console.is_terminal,
@@ -368,16 +361,7 @@ def search(
     from kame_sim.search import run_search  # imports optuna: only when the command runs
 
     with _user_errors():
-        progress = Progress(
-            TextColumn("[bold]searching[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("trials {task.description}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=quiet or not err_console.is_terminal,
-            transient=True,
-        )
+        progress = _progress_bar("searching", quiet, "trials {task.description}")
         with progress:
             task = progress.add_task("", total=None)
 
@@ -461,16 +445,7 @@ def shrink(
     from kame_sim.shrink.search import ShrinkError
 
     with _user_errors():
-        progress = Progress(
-            TextColumn("[bold]shrinking[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("runs"),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=quiet or not err_console.is_terminal,
-            transient=True,
-        )
+        progress = _progress_bar("[bold]shrinking[/] {task.description}", quiet)
         with progress:
             task = progress.add_task("", total=None)
 
@@ -940,16 +915,7 @@ def fork(
         t_range = cmp.check_t_range(from_s, to_s)
         plan = plan_fork(run_dir, at, branch_groups(set_ or [], branch or []), out, overwrite)
         n = len(plan.branches)
-        progress = Progress(
-            TextColumn(f"[bold]forking {n} branch{'es' if n > 1 else ''} at {at:g} s[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("frames"),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=quiet or not err_console.is_terminal,
-            transient=True,
-        )
+        progress = _progress_bar(f"forking {n} branch{'es' if n > 1 else ''} at {at:g} s", quiet, "frames")
         with progress:
             task = progress.add_task("frames", total=None)
             results = run_fork(

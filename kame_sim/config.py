@@ -560,18 +560,22 @@ def parse_override(assignment: str) -> tuple[str, Any]:
         raise InputError("<cli>", f"--set {key}", exc.message) from None
 
 
+#: The scenario keys that hold input paths: resolved against the scenario file's folder on load
+#: (and written relative to a written scenario's folder, :mod:`kame_sim.scenario_file`).
+INPUT_PATH_KEYS = (
+    ("conversation", "path"),
+    ("oracle", "tokenizer"),
+    ("frontend", "checkpoint"),
+    ("llm", "cassette"),
+    ("stt", "model_dir"),
+    ("stt", "cassette"),
+    ("replay", "oracle_from"),
+    ("delays", "schedule"),
+)
+
+
 def _resolve_paths(data: dict[str, Any], base: Path, source: Path) -> None:
-    for section, key in (
-        ("conversation", "path"),
-        ("oracle", "tokenizer"),
-        ("frontend", "checkpoint"),
-        ("llm", "cassette"),
-        ("stt", "model_dir"),
-        ("stt", "cassette"),
-        ("replay", "oracle_from"),
-        ("delays", "schedule"),
-        ("run", "output_dir"),
-    ):
+    for section, key in (*INPUT_PATH_KEYS, ("run", "output_dir")):
         table = data.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str) and "\0" not in table[key]:
             # (a NUL cannot be in a path: left for validation to report at its key)

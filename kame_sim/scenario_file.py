@@ -20,20 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kame_sim.config import Scenario, load_scenario
+from kame_sim.config import INPUT_PATH_KEYS, Scenario, load_scenario
 from kame_sim.errors import InputError
-
-#: The scenario keys that hold input paths (resolved to absolute paths on load).
-PATH_KEYS = (
-    ("conversation", "path"),
-    ("oracle", "tokenizer"),
-    ("frontend", "checkpoint"),
-    ("llm", "cassette"),
-    ("stt", "model_dir"),
-    ("stt", "cassette"),
-    ("replay", "oracle_from"),
-    ("delays", "schedule"),
-)
 
 
 def _scalar(value: Any, where: str) -> str:
@@ -95,7 +83,7 @@ def to_toml(data: dict[str, Any], header: str = "") -> str:
 
 
 def _relative_paths(data: dict[str, Any], folder: Path) -> None:
-    for section, key in PATH_KEYS:
+    for section, key in INPUT_PATH_KEYS:
         table = data.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str):
             path = Path(table[key])
