@@ -39,7 +39,7 @@ from kame_sim.errors import InputError
 from kame_sim.output_dir import OutputDir
 from kame_sim.paths import make_output_dir
 from kame_sim.search.objective import TrialValue, evaluate_rows
-from kame_sim.search.spec import Choices, Interval, SearchPlan, SearchSpec, load_search, trial_plan
+from kame_sim.search.spec import Choices, Interval, SearchPlan, SearchSpec, trial_plan
 from kame_sim.sweep.runner import FIXED_COLUMNS, execute_plan
 from kame_sim.sweep.spec import value_text
 
@@ -317,16 +317,3 @@ def run_study(
         if progress is not None:
             progress(done, budget, best_value())
     return SearchResult(out_dir, plan, study, base, executed, resumed, time.perf_counter() - started)
-
-
-def run_search(
-    spec_path: Path,
-    out_dir: Path | None = None,
-    resume: bool = False,
-    progress: SearchProgress | None = None,
-    workers: int = 1,
-    cli_set: dict[str, Any] | None = None,
-) -> SearchResult:
-    """Load and check a search file, run the study (:func:`run_study`); the CLI's entry point."""
-    plan = load_search(Path(spec_path), cli_set)
-    return run_study(plan, out_dir, resume, progress, workers=workers)
