@@ -28,10 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kame_sim import __version__
 from kame_sim.config import MAX_SEED, read_toml, validation_to_input_error
 from kame_sim.errors import InputError
-from kame_sim.paths import plain_name_problem
 from kame_sim.sweep.spec import (
-    MAX_SEEDS,
     ConversationRef,
+    PlainName,
+    Seeds,
     SweepPlan,
     SweepSpec,
     flatten_dotted,
@@ -171,40 +171,15 @@ Dimension = Interval | Choices
 class SearchSpec(_Strict):
     """A whole search file (the TOML keys, validated)."""
 
-    name: str | None = Field(None, description="search name (default: the file's stem)")
+    name: PlainName = Field(None, description="search name (default: the file's stem)")
     base: str = Field(..., description="base scenario TOML, relative to the search file")
-    seeds: int | list[int] = Field(1, description="seeds per trial: a list, or n meaning 0..n-1")
+    seeds: Seeds = Field(1, description="seeds per trial: a list, or n meaning 0..n-1")
     conversations: list[ConversationRef] | None = None
     set: dict[str, Any] = Field(default_factory=dict, description="fixed dotted-key overrides")
     objective: ObjectiveSpec
     search: SearchSettings
     space: dict[str, Dimension] = Field(..., min_length=1)
     constraint: list[ConstraintSpec] = Field(default_factory=list, max_length=100)
-
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, value: str | None) -> str | None:
-        problem = None if value is None else plain_name_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, value: int | list[int]) -> int | list[int]:
-        if isinstance(value, bool):
-            raise ValueError("must be an integer or a list of integers")
-        if isinstance(value, int):
-            if not 1 <= value <= MAX_SEEDS:
-                raise ValueError(f"a count of seeds must be 1..{MAX_SEEDS}, got {value}")
-            return value
-        if not value or len(value) > MAX_SEEDS:
-            raise ValueError(f"a list of 1..{MAX_SEEDS} seeds")
-        if any(s < 0 or s > MAX_SEED for s in value):
-            raise ValueError(f"seeds must be in 0..{MAX_SEED}")
-        if len(set(value)) != len(value):
-            raise ValueError("seeds must be distinct")
-        return value
 
     @property
     def seed_list(self) -> list[int]:

@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kame_sim.compare import SweepResults, design_points, load_results, point_label, sample_of
 from kame_sim.config import read_toml, validation_to_input_error
@@ -58,10 +58,10 @@ from kame_sim.errors import InputError
 from kame_sim.metrics import RUN_METRIC_COLUMNS, aggregate
 from kame_sim.metrics.aggregate import _rng
 from kame_sim.metrics.paired import PairedDifference, Sample, paired_difference
-from kame_sim.paths import make_output_dir, plain_name_problem
+from kame_sim.paths import make_output_dir
 from kame_sim.shrink.condition import NEGATION, Condition
 from kame_sim.sweep.runner import RUNS_DIR, ProgressCallback, SweepResult, execute_plan, folders_by_id
-from kame_sim.sweep.spec import SweepPlan, flatten_dotted, load_sweep, parse_spec, plan_sweep
+from kame_sim.sweep.spec import PlainName, SweepPlan, flatten_dotted, load_sweep, parse_spec, plan_sweep
 
 Stat = Literal["mean", "median", "p95", "max", "min"]
 Op = Literal["<=", "<", ">=", ">", "=="]
@@ -126,21 +126,13 @@ class BaselineCheck(BaseModel):
 class _CheckHeader(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
+    name: PlainName = None
     description: str | None = None
     sweep: str | None = None
     allow_failed_runs: bool = False
     assertions: list[Assertion] = Field(default_factory=list, alias="assert")
     baseline: list[BaselineCheck] = Field(default_factory=list)
     baseline_results: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, value: str | None) -> str | None:
-        problem = None if value is None else plain_name_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,17 @@ import re
 from dataclasses import dataclass, fields
 from dataclasses import field as _field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from kame_sim import __version__
 from kame_sim.config import MAX_SEED, Scenario, load_scenario, read_toml, validation_to_input_error
@@ -115,12 +122,44 @@ class ReportSpec(_Strict):
     labels: dict[str, list[str]] = Field(default_factory=dict)
 
 
+def check_plain_name(value: str | None) -> str | None:
+    """A sweep's, check's or search's ``name`` (it names a folder): a plain name, or unset."""
+    problem = None if value is None else plain_name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def check_seeds(value: int | list[int]) -> int | list[int]:
+    """``seeds``: a count n (meaning 0..n-1) or a list of distinct seeds, at most MAX_SEEDS."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer or a list of integers")
+    if isinstance(value, int):
+        if not 1 <= value <= MAX_SEEDS:
+            raise ValueError(f"a count of seeds must be at least 1 (1..{MAX_SEEDS}), got {value}")
+        return value
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > MAX_SEEDS:
+        raise ValueError(f"at most {MAX_SEEDS} seeds, got {len(value)}")
+    if any(s < 0 or s > MAX_SEED for s in value):
+        raise ValueError(f"seeds must be in 0..{MAX_SEED}")
+    if len(set(value)) != len(value):
+        raise ValueError("seeds must be distinct")
+    return value
+
+
+#: Field types that carry those checks (sweep, check and search files share them).
+PlainName = Annotated[str | None, AfterValidator(check_plain_name)]
+Seeds = Annotated[int | list[int], AfterValidator(check_seeds)]
+
+
 class SweepSpec(_Strict):
     """A whole sweep file (the TOML keys, validated)."""
 
-    name: str | None = Field(None, description="sweep name (default: the file's stem)")
+    name: PlainName = Field(None, description="sweep name (default: the file's stem)")
     base: str = Field(..., description="base scenario TOML, relative to the sweep file")
-    seeds: int | list[int] = Field(1, description="a list of seeds, or n meaning 0..n-1")
+    seeds: Seeds = Field(1, description="a list of seeds, or n meaning 0..n-1")
     conversations: list[ConversationRef] | None = None
     design: Literal["grid", "random"] = "grid"
     samples: int | None = Field(
@@ -137,34 +176,6 @@ class SweepSpec(_Strict):
         description="most runs stepped as one lockstep batch (docs/sweeps.md, 'Lockstep batches')",
     )
 
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, value: str | None) -> str | None:
-        problem = None if value is None else plain_name_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, value: int | list[int]) -> int | list[int]:
-        if isinstance(value, bool):
-            raise ValueError("must be an integer or a list of integers")
-        if isinstance(value, int):
-            if value < 1:
-                raise ValueError("a count of seeds must be at least 1")
-            if value > MAX_SEEDS:
-                raise ValueError(f"at most {MAX_SEEDS} seeds, got {value}")
-            return value
-        if not value:
-            raise ValueError("must not be empty")
-        if len(value) > MAX_SEEDS:
-            raise ValueError(f"at most {MAX_SEEDS} seeds, got {len(value)}")
-        if any(s < 0 or s > MAX_SEED for s in value):
-            raise ValueError(f"seeds must be in 0..{MAX_SEED}")
-        if len(set(value)) != len(value):
-            raise ValueError("seeds must be distinct")
-        return value
 
     @property
     def seed_list(self) -> list[int]:
