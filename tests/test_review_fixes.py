@@ -9,7 +9,7 @@ import pyarrow as pa
 from kame_sim.llm.cassette import Cassette
 from kame_sim.llm.openai_backend import OpenAiLlm
 from kame_sim.llm.plan import LlmChunk, LlmPlan
-from kame_sim.sweep.runner import _column
+from kame_sim.sweep.runner import typed_column
 
 
 def test_two_writers_of_one_cassette_keep_their_plans_apart(tmp_path: Path):
@@ -41,8 +41,8 @@ def test_a_key_cut_short_in_an_error_message_is_still_masked():
 
 
 def test_a_metric_undefined_in_every_run_is_a_float_column():
-    assert _column([None, None]).type == pa.float64()
-    assert _column([True, None]).type == pa.bool_()
+    assert typed_column([None, None]).type == pa.float64()
+    assert typed_column([True, None]).type == pa.bool_()
 
 
 def _run_or_die(task):
