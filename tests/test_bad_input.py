@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_helpers import invoke, one_line_error
 from conftest import DEMO_SCENARIO, REPO
-from typer.testing import CliRunner
 
-from kame_sim.cli import app
 from kame_sim.config import MIN_POLL_INTERVAL_S, load_scenario
 from kame_sim.conversation.audio import MIN_SAMPLE_RATE
 from kame_sim.conversation.model import Word
@@ -29,23 +28,6 @@ from kame_sim.stt.simulated import MAX_UTTERANCE_WORDS, schedule_stt_events
 from kame_sim.sweep.spec import MAX_PLANNED_RUNS, MAX_SEEDS
 
 DEMO_DATA = REPO / "scenarios" / "data" / "demo"
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *names: str) -> str:
-    """The single ``error:`` line of an exit-2 result; it must mention every one of ``names``."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: ")
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-    return lines[0]
 
 
 def files_under(path: Path) -> set[Path]:

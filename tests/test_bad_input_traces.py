@@ -14,10 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from cli_helpers import invoke, one_line_error
 from conftest import DEMO_SCENARIO
-from typer.testing import CliRunner
 
-from kame_sim.cli import app
 from kame_sim.config import load_scenario
 from kame_sim.errors import InputError
 from kame_sim.llm import serve as serve_module
@@ -26,20 +25,6 @@ from kame_sim.runner import run_scenario
 from kame_sim.trace import read_trace
 from kame_sim.trace.schema import SCHEMA_VERSION, TRACE_FILENAME, trace_schema
 from kame_sim.trace.validate import check_columns, check_rows
-
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,25 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_helpers import invoke, one_line_error
 from conftest import DEMO_SCENARIO, REPO
-from typer.testing import CliRunner
 
 from kame_sim.cli import app
 
-runner = CliRunner()
 DEMO_DATA = REPO / "scenarios" / "data" / "demo"
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def test_run_writes_a_trace_and_prints_a_summary(tmp_path: Path):

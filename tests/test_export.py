@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from cli_helpers import invoke, one_line_error
 from conftest import DEMO_SCENARIO, REPO
-from typer.testing import CliRunner
 
 from kame_sim import sim
-from kame_sim.cli import app
 from kame_sim.config import load_scenario
 from kame_sim.export import MANIFEST_FILE, export_parquet
 from kame_sim.metrics import compute_metrics, reference_replies_from_conversation
@@ -24,20 +23,7 @@ from kame_sim.sweep.runner import run_sweep
 from kame_sim.sweep.spec import run_id_of_folder
 from kame_sim.trace import IPC_FILENAME, TRACE_FILENAME, read_trace, write_ipc_file
 
-runner = CliRunner()
 DEMO_DATA = REPO / "scenarios" / "data" / "demo"
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

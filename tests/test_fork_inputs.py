@@ -8,12 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import invoke
 from conftest import DEMO_SCENARIO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from kame_sim.cli import app
 from kame_sim.config import load_scenario
 from kame_sim.errors import InputError
 from kame_sim.fork.edits import parse_changes
@@ -22,12 +21,6 @@ from kame_sim.runner import run_scenario
 from kame_sim.scenario_file import write_scenario
 from kame_sim.sim import Session
 from kame_sim.trace import read_trace
-
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from cli_helpers import invoke
 from conftest import DEMO_SCENARIO
-from typer.testing import CliRunner
 
-from kame_sim.cli import app
 from kame_sim.config import load_scenario
 from kame_sim.conversation import Word
 from kame_sim.errors import InputError
@@ -23,12 +22,7 @@ from kame_sim.schedule import DelaySchedule, Fault, load_schedule, parse_schedul
 from kame_sim.stt.simulated import schedule_stt_events
 from kame_sim.trace import WALL_COLUMNS, read_trace
 
-runner = CliRunner()
 POLICIES = ["poll", "multiplexer"]
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def deterministic(path: Path) -> pa.Table:

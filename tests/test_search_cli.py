@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from cli_helpers import one_line_error
 from typer.testing import CliRunner
 
 from kame_sim.cli import app
@@ -78,13 +79,6 @@ def test_search_on_the_demo_writes_every_output(tmp_path: Path):
     again = runner.invoke(app, ["search", str(small_spec(tmp_path)), "--out", str(out), "--quiet"])
     assert again.exit_code == 2 and "--resume continues it" in again.output
     assert (out / "trials.parquet").read_bytes() == before
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def test_bad_specs_fail_in_one_line_and_write_nothing(tmp_path: Path):

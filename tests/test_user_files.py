@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import invoke
+from cli_helpers import one_line_error as error_line
 from conftest import DEMO_SCENARIO, REPO
-from typer.testing import CliRunner
 
-from kame_sim.cli import app
 from kame_sim.config import load_scenario
 from kame_sim.errors import InputError
 from kame_sim.frontend.behavioural import BehaviouralFrontend
@@ -29,19 +29,7 @@ from kame_sim.stt.events import SttEvent
 from kame_sim.trace import read_trace
 from kame_sim.trace import writer as trace_writer
 
-runner = CliRunner()
 DEMO_DATA = REPO / "scenarios" / "data" / "demo"
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
